@@ -1,0 +1,37 @@
+"""Typed errors shared by every package. Library code raises these; only CLIs print and exit."""
+
+
+class CuratorError(Exception):
+    """Base class: a problem with the user's input or the store, stated in one line."""
+
+
+class SchemaError(CuratorError):
+    """A table or row does not match its schema (names the column and the problem)."""
+
+
+class RefError(CuratorError):
+    """A set / table reference is malformed or does not exist."""
+
+
+class StoreError(CuratorError):
+    """The store is missing a table, a version, or cannot be opened."""
+
+
+class ModelError(CuratorError):
+    """A model is unknown, cannot be loaded, or is used for something it cannot do."""
+
+
+class MixedModelsError(ModelError):
+    """Vectors of two different models were combined in one operation."""
+
+
+class AudioError(CuratorError):
+    """An audio file is missing, empty, corrupt, or not audio."""
+
+
+class ParameterError(CuratorError):
+    """A parameter is out of range (e.g. a threshold outside [-1, 1])."""
+
+
+class TrainingError(CuratorError):
+    """Training cannot continue (NaN loss, mismatched checkpoint, ...)."""

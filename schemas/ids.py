@@ -1,0 +1,41 @@
+"""Stable identifiers.
+
+An id must survive re-ingesting the same files from another machine or another mount point, so it
+is derived from (source, path relative to the ingested root), never from an absolute path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_SAFE = re.compile(r"[^a-z0-9_]+")
+
+
+def _digest(*parts: str, n: int = 16) -> str:
+    h = hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return h[:n]
+
+
+def audio_id(source: str, relative_path: str) -> str:
+    """`<source>:<16 hex>` from the source name and the clip's path relative to its root."""
+    rel = relative_path.replace("\\", "/").lstrip("./")
+    return f"{source}:{_digest(source, rel)}"
+
+
+def text_id(source: str, text: str, audio_id: str | None = None, kind: str = "caption") -> str:
+    """A caption is identified by its text and the clip it describes (the same sentence can caption
+    two clips); a prompt by its label set and text."""
+    return f"{kind[0]}:{_digest(source, kind, audio_id or '', text)}"
+
+
+def model_slug(name: str) -> str:
+    """Model names become part of table names (`emb_<slug>_audio`), so keep them SQL-safe."""
+    slug = _SAFE.sub("_", name.lower()).strip("_")
+    if not slug:
+        raise ValueError(f"model name {name!r} has no usable characters")
+    return slug
+
+
+def run_id(name: str) -> str:
+    return name

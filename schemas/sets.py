@@ -1,0 +1,123 @@
+"""Reading improvement sets: the one way both `curator` and `trainer` turn a set reference into rows.
+
+A set version *is* the Lance version of `set_<name>` (each build is one overwrite, so one new
+version); the `sets` catalog holds its lineage and content hash; tags are Lance tags on the
+set table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.errors import RefError
+from schemas.refs import Ref, parse_ref
+from schemas.tables import set_table_name
+
+# Columns that define a set's content, in hash order. Timestamps of the build are not content.
+HASHED_COLUMNS = ("audio_id", "text_id", "text", "score", "label", "confidence", "teacher_audio", "teacher_text")
+
+
+@dataclass(frozen=True)
+class ResolvedSet:
+    name: str
+    version: int
+    content_hash: str
+    rows: int
+    strategy: str
+    params: dict
+    inputs: tuple[str, ...]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def content_hash(table: pa.Table) -> str:
+    """Order-independent hash of a set's rows: sorted by (audio_id, text_id) first, so a rebuild that
+    returns the same rows in another order hashes the same."""
+    cols = [c for c in HASHED_COLUMNS if c in table.column_names]
+    if table.num_rows:
+        keys = [k for k in ("audio_id", "text_id") if k in table.column_names]
+        table = table.sort_by([(k, "ascending") for k in keys])
+    h = hashlib.sha256()
+    for name in cols:
+        col = table.column(name).combine_chunks()
+        h.update(name.encode())
+        if pa.types.is_fixed_size_list(col.type):
+            values = col.values.to_numpy(zero_copy_only=False).astype(np.float32)
+            h.update(np.round(values, 6).tobytes())
+            h.update(np.asarray(col.is_null()).tobytes())
+        else:
+            h.update(json.dumps(col.to_pylist(), default=str).encode())
+    return h.hexdigest()
+
+
+def _catalog_rows(db, name: str) -> list[dict]:
+    if "sets" not in db.table_names():
+        return []
+    rows = db.open_table("sets").to_arrow().to_pylist()
+    return [r for r in rows if r["name"] == name]
+
+
+def resolve_set(db, ref: str | Ref) -> ResolvedSet:
+    """Resolve `name`, `name@N` or `name@tag` against an open LanceDB connection."""
+    r = parse_ref(ref) if isinstance(ref, str) else ref
+    rows = _catalog_rows(db, r.name)
+    if not rows:
+        known = sorted({row["name"] for row in db.open_table("sets").to_arrow().to_pylist()}) if "sets" in db.table_names() else []
+        hint = f"; known sets: {', '.join(known)}" if known else "; no sets have been built in this store"
+        raise RefError(f"set {r.name!r} does not exist{hint}")
+    by_version = {int(row["version"]): row for row in rows}
+    if r.is_latest:
+        version = max(by_version)
+    elif r.version is not None:
+        version = r.version
+        if version not in by_version:
+            raise RefError(
+                f"set {r.name!r} has no version {version}; versions: {', '.join(map(str, sorted(by_version)))}"
+            )
+    else:
+        tags = db.open_table(set_table_name(r.name)).tags.list()
+        if r.tag not in tags:
+            raise RefError(f"set {r.name!r} has no tag {r.tag!r}; tags: {', '.join(sorted(tags)) or 'none'}")
+        version = int(tags[r.tag]["version"])
+        if version not in by_version:
+            raise RefError(f"tag {r} points at version {version}, which is not in the sets catalog")
+    row = by_version[version]
+    return ResolvedSet(
+        name=r.name,
+        version=version,
+        content_hash=row["content_hash"],
+        rows=int(row["rows"]),
+        strategy=row["strategy"],
+        params=json.loads(row["params"] or "{}"),
+        inputs=tuple(row["inputs"] or ()),
+    )
+
+
+def read_set(db, ref: str | Ref, verify: bool = True) -> tuple[pa.Table, ResolvedSet]:
+    """Rows of one set version plus what it resolved to. With `verify`, the rows are re-hashed and
+    compared with the catalog so a student never trains on data that differs from its lineage."""
+    resolved = resolve_set(db, ref)
+    table = db.open_table(set_table_name(resolved.name))
+    table.checkout(resolved.version)
+    data = table.to_arrow()
+    if verify:
+        actual = content_hash(data)
+        if actual != resolved.content_hash:
+            raise RefError(
+                f"set {resolved.ref}: rows hash to {actual[:12]} but the catalog says {resolved.content_hash[:12]}"
+            )
+    return data, resolved
+
+
+def connect(uri: str):
+    """Open a store for reading (a LanceDB database folder or object-store URI)."""
+    import lancedb
+
+    return lancedb.connect(uri)

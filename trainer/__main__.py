@@ -1,0 +1,6 @@
+"""`python -m trainer ...` and `torchrun -m trainer fit ...`."""
+
+from trainer.cli import main
+
+if __name__ == "__main__":
+    main()
