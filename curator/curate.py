@@ -122,12 +122,12 @@ def _cross(captions: pa.Table, cap_vecs: np.ndarray, labels, pool: pa.Table, poo
     return assemble(pool, np.asarray(pool_pos)[ai], columns, pool_vecs[ai], cap_vecs[ti])
 
 
-def _pool(store: Store, lin: Lineage, model_id: str, pool_where: str, allow_contaminated: bool):
+def _pool(store: Store, lin: Lineage, model, pool_where: str, allow_contaminated: bool):
     pool = select_clips(store, lin, pool_where, "--pool-where", allow_contaminated)
-    pos, vecs = vectors(store, lin, model_id, "audio", pool.column("audio_id").to_pylist(), "pool_clips")
+    pos, vecs = vectors(store, lin, model, "audio", pool.column("audio_id").to_pylist(), "pool_clips")
     if len(pos) == 0:
         raise ParameterError(f"--pool-where {pool_where!r}: none of the {pool.num_rows} clips has a vector from "
-                             f"model {model_id!r}; run `curator embed` first")
+                             f"model {model.model_id!r}; run `curator embed` first")
     lin.stats["pool_clips"] = int(len(pos))
     return pool, pos, vecs
 
@@ -140,9 +140,9 @@ def build_du(store: Store, model_name: str, opts: MatchOptions, pool_where: str,
     model, lin = _begin(store, model_name)
     dparams = _decision_params(decisions, keep_accepted, lin)
     captions = select_texts(store, lin, CAPTIONS, pairs_where, "--pairs-where")
-    pos, cap_vecs = vectors(store, lin, model.model_id, "text", captions.column("text_id").to_pylist(), "captions")
+    pos, cap_vecs = vectors(store, lin, model, "text", captions.column("text_id").to_pylist(), "captions")
     captions = captions.take(pa.array(pos, pa.int64()))
-    pool, pool_pos, pool_vecs = _pool(store, lin, model.model_id, pool_where, allow_contaminated)
+    pool, pool_pos, pool_vecs = _pool(store, lin, model, pool_where, allow_contaminated)
     lin.stats["captions"] = captions.num_rows
     rows = _cross(captions, cap_vecs, None, pool, pool_pos, pool_vecs, opts, decisions, keep_accepted, lin)
     params = {**opts.params(), "pairs_where": pairs_where, "pool_where": pool_where,
@@ -166,11 +166,11 @@ def _best_prompt(store: Store, lin: Lineage, captions: pa.Table, opts: DSOptions
     """(caption positions that have a text-model vector, best similarity, best label) per caption."""
     text_model = get_model(store, opts.text_model) if opts.text_model else teacher
     prompts = select_texts(store, lin, PROMPTS, None, f"label set {opts.label_set!r}", params=[opts.label_set])
-    p_pos, p_vecs = vectors(store, lin, text_model.model_id, "text", prompts.column("text_id").to_pylist(), "prompts")
+    p_pos, p_vecs = vectors(store, lin, text_model, "text", prompts.column("text_id").to_pylist(), "prompts")
     if len(p_pos) == 0:
         raise ParameterError(f"label set {opts.label_set!r}: no prompt has a vector from {text_model.model_id!r}; "
                              "embed the prompts with that model first")
-    c_pos, c_vecs = vectors(store, lin, text_model.model_id, "text", captions.column("text_id").to_pylist(),
+    c_pos, c_vecs = vectors(store, lin, text_model, "text", captions.column("text_id").to_pylist(),
                             "captions")
     labels = prompts.column("label").take(pa.array(p_pos, pa.int64())).to_pylist()
     best = np.full(len(c_pos), -np.inf, np.float32)
@@ -200,8 +200,8 @@ def ds_rows(store: Store, model, lin: Lineage, opts: DSOptions, allow_contaminat
     paired = caps.column("audio_id").to_pylist()
     clips = select_clips(store, lin, None, "paired clips", allow_contaminated, ids=paired)
     clip_index = {a: i for i, a in enumerate(clips.column("audio_id").to_pylist())}
-    t_pos, t_vecs = vectors(store, lin, model.model_id, "text", caps.column("text_id").to_pylist(), "captions")
-    a_pos, a_vecs = vectors(store, lin, model.model_id, "audio", paired, "paired_clips")
+    t_pos, t_vecs = vectors(store, lin, model, "text", caps.column("text_id").to_pylist(), "captions")
+    a_pos, a_vecs = vectors(store, lin, model, "audio", paired, "paired_clips")
     t_map = dict(zip(t_pos.tolist(), range(len(t_pos))))
     a_map = dict(zip(a_pos.tolist(), range(len(a_pos))))
     ok = [i for i in range(caps.num_rows) if i in t_map and i in a_map and paired[i] in clip_index]
@@ -250,7 +250,7 @@ def build_ads(store: Store, model_name: str, opts: MatchOptions, pool_where: str
     captions, cap_vecs, labels = _unique_captions(ds_table)
     if captions.num_rows == 0:
         raise ParameterError(f"the DS input ({source}) has no captions to match")
-    pool, pool_pos, pool_vecs = _pool(store, lin, model.model_id, pool_where, allow_contaminated)
+    pool, pool_pos, pool_vecs = _pool(store, lin, model, pool_where, allow_contaminated)
     lin.stats["captions"] = captions.num_rows
     rows = _cross(captions, cap_vecs, labels, pool, pool_pos, pool_vecs, opts, decisions, keep_accepted, lin)
     params = {**opts.params(), "pool_where": pool_where, "allow_contaminated": allow_contaminated,

@@ -181,6 +181,26 @@ def sha1_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _read_header(path: Path, probe_frames: int = 1024):
+    """Open once: header fields, plus a few decoded frames at the start and the end. That catches
+    truncated or garbled files for the price of two small reads, without decoding the clip."""
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            frames, sr, channels, fmt = fh.frames, fh.samplerate, fh.channels, fh.format
+            if frames <= 0 or sr <= 0:
+                raise CuratorError("audio header reports no samples")
+            head = fh.read(min(probe_frames, frames), dtype="float32")
+            tail = head
+            if frames > probe_frames:
+                fh.seek(frames - probe_frames)
+                tail = fh.read(probe_frames, dtype="float32")
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise CuratorError(f"not a readable audio file ({str(exc).splitlines()[-1].strip()})") from None
+    if len(head) == 0 or len(tail) == 0:
+        raise CuratorError("corrupt audio data (the header promises samples the file does not hold)")
+    return frames, sr, channels, fmt
+
+
 def probe(spec: ClipSpec) -> dict:
     """Header + hash of one clip as an `audio` row; raises CuratorError with the reason."""
     path = spec.path
@@ -189,21 +209,16 @@ def probe(spec: ClipSpec) -> dict:
     size = path.stat().st_size
     if size == 0:
         raise CuratorError("empty file (0 bytes)")
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise CuratorError(f"not a readable audio file ({str(exc).splitlines()[-1].strip()})") from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise CuratorError("audio header reports no samples")
+    frames, sr, channels, fmt = _read_header(path)
     return {
         "audio_id": spec.audio_id or make_audio_id(spec.source, spec.relative),
         "uri": str(path.resolve()),
         "source": spec.source,
         "split": spec.split,
-        "duration_s": info.frames / info.samplerate,
-        "sample_rate": int(info.samplerate),
-        "channels": int(info.channels),
-        "format": info.format,
+        "duration_s": frames / sr,
+        "sample_rate": int(sr),
+        "channels": int(channels),
+        "format": fmt,
         "labels": spec.labels,
         "fold": spec.fold,
         "city": spec.city,

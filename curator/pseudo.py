@@ -70,7 +70,7 @@ def probability_stats(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def _classes(store, lin, model, label_set: str):
     """Class labels (sorted), first prompt text_id / text per class, unit class vectors."""
     prompts = select_texts(store, lin, PROMPTS, None, f"label set {label_set!r}", params=[label_set])
-    pos, vecs = vectors(store, lin, model.model_id, "text", prompts.column("text_id").to_pylist(), "prompts")
+    pos, vecs = vectors(store, lin, model, "text", prompts.column("text_id").to_pylist(), "prompts")
     if len(pos) == 0:
         raise ParameterError(f"label set {label_set!r}: no prompt has a vector from {model.model_id!r}; "
                              "embed the prompts first")
@@ -162,7 +162,7 @@ def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_conta
     model, lin = _begin(store, model_name)
     classes, p_ids, p_texts, class_vecs = _classes(store, lin, model, opts.label_set)
     clips = select_clips(store, lin, opts.audio_where, "--audio-where", allow_contaminated)
-    a_pos, a_vecs = vectors(store, lin, model.model_id, "audio", clips.column("audio_id").to_pylist(), "clips")
+    a_pos, a_vecs = vectors(store, lin, model, "audio", clips.column("audio_id").to_pylist(), "clips")
     if len(a_pos) == 0:
         raise ParameterError(f"no selected clip has a vector from {model.model_id!r}; run `curator embed` first")
     audio_ids = clips.column("audio_id").take(pa.array(a_pos, pa.int64())).to_pylist()

@@ -2,7 +2,7 @@
 
 The page is static: index.html + review.js + review.css from the package, and a `data.js` that
 assigns one global (a `<script src>` works from file://, where fetch() of a local file does not).
-Audio copies and spectrogram thumbnails are made only for the clips of the first `media` rows in
+Audio copies and spectrogram thumbnails are made only for the first `media` distinct clips in
 page order, so a 100k-pair run costs seconds, not an hour of file copying.
 """
 
@@ -69,6 +69,7 @@ def build_review(data: ReviewData, out: str | os.PathLike, *, around: float | No
     labels, label_idx = _labels(rows.column("label"))
     n_media = min(media, clips.num_rows)
     src, spec, skipped = _media(clips, n_media, out, link)
+    with_media = sum(1 for s in src if s)
     payload = {
         "format": 1,
         "kind": data.kind,
@@ -78,7 +79,7 @@ def build_review(data: ReviewData, out: str | os.PathLike, *, around: float | No
         "threshold": data.threshold,
         "around": None if around is None else {"t": around, "band": band},
         "page_size": page_size,
-        "media": {"clips": n_media, "rows": media, "linked": link, "sampled": sample or None},
+        "media": {"clips": with_media, "cap": media, "linked": link, "sampled": sample or None},
         "meta": data.meta,
         "summary": summary,
         "texts": {"id": texts.column("text_id").to_pylist(), "text": texts.column("text").to_pylist()},
@@ -89,7 +90,6 @@ def build_review(data: ReviewData, out: str | os.PathLike, *, around: float | No
     }
     (out / "data.js").write_text(f"window.{DATA_GLOBAL} = {js_literal(payload)};\n", encoding="utf-8")
     _copy_assets(out)
-    with_media = sum(1 for s in src if s)
     return ReviewPage(out, rows.num_rows, data.rows.num_rows, with_media, skipped)
 
 
@@ -159,8 +159,9 @@ def _media(clips: pa.Table, n: int, out: Path, link: bool) -> tuple[list, list, 
                 skipped.append(f"{uri}: not a local file; only local clips are copied")
             continue
         try:
-            src[i] = _link(path, out) if link else _copy_audio(path, ids[i], out)
+            # Spectrogram first: it decodes the file, so an unplayable clip gets no audio either.
             spec[i] = _spectrogram(path, out)
+            src[i] = _link(path, out) if link else _copy_audio(path, ids[i], out)
         except (AudioError, OSError) as exc:
             skipped.append(f"{uri}: {exc}")
     return src, spec, skipped
@@ -202,6 +203,8 @@ def _link(path: Path, out: Path) -> str:
 
 def _spectrogram(path: Path, out: Path) -> str:
     """A cached log-mel thumbnail; the cache key is the file's path, size and mtime."""
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
     st = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
     target = out / "spec" / f"{key}.png"

@@ -96,30 +96,33 @@ def select_clips(store: Store, lin: Lineage, where: str | None, what: str, allow
     return meta.sort_by([("audio_id", "ascending")])
 
 
-def vectors(store: Store, lin: Lineage, model_id: str, modality: str, ids: list[str],
+def vectors(store: Store, lin: Lineage, model, modality: str, ids: list[str],
             what: str) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of `ids` (in that order) from one model; returns (positions in ids that have a
     vector, vectors). Items never embedded are skipped and counted in the build's stats."""
-    from curator.vectors import load_vectors
+    from curator.vectors import read_vectors
 
-    table = emb_table(model_id, modality)
+    table = emb_table(model.model_id, modality)
     if not store.has(table):
-        raise ModelError(f"model {model_id!r} has no {modality} embeddings ({table}); run `curator embed` first")
-    lin.add_table(table)
-    got_ids, vecs = load_vectors(store, model_id, modality, ids=list(ids))
-    index = {i: k for k, i in enumerate(got_ids)}
+        raise ModelError(f"model {model.model_id!r} has no {modality} embeddings ({table}); "
+                         f"run `curator embed {modality} --model {model.model_id}` first")
+    got = read_vectors(store, model.model_id, modality, ids=list(ids))
+    lin.add(got.ref)
+    stated = got.meta.get("model_id") or got.meta.get("model")
+    if stated and stated != model.model_id:
+        raise MixedModelsError(f"table {got.table} holds vectors of model {stated!r}, not {model.model_id!r}")
+    dim = getattr(model, "dim", None)
+    if dim and len(got) and got.dim != int(dim):
+        raise MixedModelsError(f"model {model.model_id!r} is {dim}-d but {got.table} holds {got.dim}-d vectors")
+    index = {i: k for k, i in enumerate(got.ids.to_pylist())}
     pos = np.array([p for p, i in enumerate(ids) if i in index], dtype=np.int64)
     rows = np.array([index[ids[p]] for p in pos], dtype=np.int64)
     missing = len(ids) - len(pos)
     if missing:
         lin.stats[f"{what}_without_vectors"] = lin.stats.get(f"{what}_without_vectors", 0) + missing
-    out = np.asarray(vecs, dtype=np.float32)[rows] if len(rows) else np.zeros((0, _dim(vecs)), np.float32)
-    return pos, out
-
-
-def _dim(vecs) -> int:
-    shape = getattr(vecs, "shape", (0, 0))
-    return int(shape[1]) if len(shape) == 2 else 0
+    width = got.vecs.shape[1] if got.vecs.ndim == 2 else int(dim or 0)
+    out = got.vecs[rows] if len(rows) else np.zeros((0, width), np.float32)
+    return pos, np.ascontiguousarray(out, dtype=np.float32)
 
 
 def same_model(what: str, expected: str, actual: str | None) -> None:

@@ -29,6 +29,7 @@ class ModelInfo:
     model_id: str
     slug: str
     dim: int | None
+    modalities: tuple[str, ...] = ()
 
 
 @dataclass
@@ -65,13 +66,15 @@ def resolve_model(store, name: str) -> ModelInfo:
     if get_model is not None:
         rec = get_model(store, name)
         dim = getattr(rec, "dim", None)
-        return ModelInfo(rec.model_id, model_slug(rec.model_id), int(dim) if dim else None)
+        return ModelInfo(rec.model_id, model_slug(rec.model_id), int(dim) if dim else None,
+                         tuple(getattr(rec, "modalities", ()) or ()))
     if not store.has("models"):
         raise ModelError(f"unknown model {name!r}; no models are registered (curator models add)")
-    rows = store.read("models", columns=["model_id", "dim"]).to_pylist()
+    rows = store.read("models", columns=["model_id", "dim", "modalities"]).to_pylist()
     for row in rows:
         if row["model_id"] == name:
-            return ModelInfo(name, model_slug(name), int(row["dim"]) if row["dim"] else None)
+            return ModelInfo(name, model_slug(name), int(row["dim"]) if row["dim"] else None,
+                             tuple(row["modalities"] or ()))
     known = ", ".join(sorted(r["model_id"] for r in rows)) or "none"
     raise ModelError(f"unknown model {name!r}; registered: {known}")
 

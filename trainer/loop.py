@@ -217,6 +217,7 @@ def _fit(cfg: FitConfig, rt: Runtime, on_step) -> FitResult:
         raise TrainingError(f"{out} already holds a checkpoint (step {read_checkpoint(out).get('step')}); "
                             f"pass --resume to continue it or choose another --out")
     db = connect(cfg.store)
+    out.mkdir(parents=True, exist_ok=True)
     main = open_set(db, cfg.set_ref)
     replay = open_set(db, cfg.replay_ref) if cfg.replay_ref else None
     state = load_train_state(out) if cfg.resume else None

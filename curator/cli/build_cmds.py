@@ -49,10 +49,10 @@ def _write(store, name, build, allow_empty):
     before = latest(store, name)
     resolved = write_set(store, name, build.rows, build.strategy, build.params, build.inputs, build.model,
                          allow_empty=allow_empty)
-    state = "unchanged (same rows, params and inputs as the latest version)" \
-        if before is not None and before.version == resolved.version else "built"
-    click.echo(f"{state}: set {resolved.ref} strategy={resolved.strategy} rows={resolved.rows} "
-               f"hash={resolved.content_hash[:12]}")
+    unchanged = before is not None and before.version == resolved.version
+    click.echo(f"{'unchanged' if unchanged else 'built'}: set {resolved.ref} strategy={resolved.strategy} "
+               f"rows={resolved.rows} hash={resolved.content_hash[:12]}"
+               + (" (same rows, params and inputs as the latest version; nothing written)" if unchanged else ""))
     for key, value in sorted(build.stats.items()):
         if key != "per_class":
             click.echo(f"  {key}: {value}")

@@ -21,8 +21,9 @@ from curator.review_data import load_run, load_set
               help="Put a uniform random sample of N pairs in the page (default 0 = every pair; "
                    "the summary always counts every pair).")
 @click.option("--media", type=int, default=DEFAULT_MEDIA, show_default=True, metavar="N",
-              help="Audio copies and spectrograms only for the clips of the first N rows in page order "
-                   "(with --around: the N nearest the threshold); later rows show their path only.")
+              help="Audio copies and spectrograms only for the first N distinct clips in page order "
+                   "(best score first; with --around, nearest the threshold first); rows of other clips "
+                   "show the clip's path only. Every pair is still in the page, 100 per page.")
 @click.option("--link", is_flag=True,
               help="Link audio by a relative path instead of copying it into OUT/audio/.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")

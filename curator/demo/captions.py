@@ -13,7 +13,7 @@ import numpy as np
 # and places (each starting with a preposition or empty).
 VOCAB = {
     "tone": dict(
-        nouns=["tone", "pure tone", "sine tone", "test tone", "electronic tone", "steady tone"],
+        nouns=["tone", "pure tone", "sine tone", "test tone", "electronic tone", "signal tone"],
         verbs=[("plays", "playing"), ("sounds", "sounding"), ("rings out", "ringing out"), ("hums", "humming")],
         places=["from a speaker", "from a signal generator", "in an empty room", ""]),
     "siren": dict(
@@ -30,7 +30,7 @@ VOCAB = {
         places=["on a roof", "on the window", "outside", "on the leaves", "on the pavement", ""]),
     "clock tick": dict(
         nouns=["clock", "wall clock", "ticking clock", "old clock", "pocket watch", "clock mechanism"],
-        verbs=[("ticks", "ticking"), ("ticks steadily", "ticking steadily"), ("keeps ticking", "ticking away")],
+        verbs=[("ticks", "ticking"), ("ticks steadily", "ticking steadily"), ("keeps ticking", "ticking on")],
         places=["in a quiet room", "on the wall", "on a desk", "in the hallway", ""]),
     "bird chirp": dict(
         nouns=["bird", "songbird", "sparrow", "little bird", "bird in a tree"],
@@ -66,7 +66,7 @@ _MIX = [
     "{a} while {b}", "{a} and {b}", "{a} as {b}", "{a}, with {NP_b} in the background",
     "{NP_a} {ving_a} while {NP_b} {v_b}",
 ]
-_ADVERBS = ["again and again", "for a while", "continuously", "clearly", "nearby", "over and over"]
+_ADVERBS = ["again and again", "for a while", "continuously", "clearly", "over and over"]
 
 
 def loudness_words(level_dbfs: float) -> tuple[list[str], list[str]]:
@@ -76,6 +76,13 @@ def loudness_words(level_dbfs: float) -> tuple[list[str], list[str]]:
     if level_dbfs < -28:
         return ["faint", "distant", "quiet"], [" in the distance", " far away"]
     return [], []
+
+
+def _fits(place: str, level_dbfs: float) -> bool:
+    """A loud clip is not 'in the distance', a faint one not 'nearby'."""
+    far = "distance" in place or "far" in place
+    near = "nearby" in place or "close" in place
+    return not ((far and level_dbfs > -20) or (near and level_dbfs < -28))
 
 
 def _article(word: str, noun: str) -> str:
@@ -93,14 +100,14 @@ def _parts(family: str, attrs: dict, level_dbfs: float, rng) -> dict:
     loud_adjs, loud_places = loudness_words(level_dbfs)
     nouns = voc["nouns"] + list(attrs.get("nouns", []))
     noun = _pick(rng, nouns)
-    adjs = list(attrs.get("adjs", [])) + loud_adjs
+    adjs = [a for a in list(attrs.get("adjs", [])) + loud_adjs if a not in noun]
     np_ = noun
     if adjs and rng.random() < 0.55:
         np_ = f"{_pick(rng, adjs)} {noun}"
     np_ = _article(np_, noun) if rng.random() < 0.85 or noun in MASS else "the " + np_
     verbs = list(attrs.get("verbs", []))
     verb = _pick(rng, verbs) if verbs and rng.random() < 0.5 else _pick(rng, voc["verbs"])
-    places = [(" " + p if p else "") for p in voc["places"]] + loud_places
+    places = [(" " + p if p else "") for p in voc["places"] if _fits(p, level_dbfs)] + loud_places
     return {"NP": np_, "v": verb[0], "ving": verb[1], "place": _pick(rng, places), "adv": _pick(rng, _ADVERBS)}
 
 

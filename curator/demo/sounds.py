@@ -26,12 +26,14 @@ def tone(rng, n, sr):
     if mode == "steady":
         freq = np.full(n, f0) * (1 + 0.002 * np.sin(2 * np.pi * rng.uniform(0.2, 1) * t))
         attrs["verbs"] += [("hums steadily", "humming steadily"), ("plays continuously", "playing continuously")]
+        attrs["adjs"].append("steady")
     else:
         octaves = rng.uniform(0.5, 2.0) * (1 if mode == "up" else -1)
         freq = f0 * 2.0 ** (octaves * t / max(t[-1], 1e-3))
-        word = "rises" if mode == "up" else "falls"
-        attrs["verbs"].append((f"slowly {word} in pitch", f"slowly {word[:-1]}ing in pitch"))
-        attrs["nouns"].append("frequency sweep")
+        rising = mode == "up"
+        attrs["verbs"].append(("slowly rises in pitch", "slowly rising in pitch") if rising
+                              else ("slowly falls in pitch", "slowly falling in pitch"))
+        attrs["nouns"].append("tone sweep")
     amps = [1.0] if rng.random() < 0.6 else [1.0, rng.uniform(0.1, 0.4), rng.uniform(0.0, 0.2)]
     wave = dsp.harmonic(dsp.phase(freq, sr), freq, amps, sr)
     wave *= dsp.envelope(n, sr, rng.uniform(0.005, 0.08), rng.uniform(0.01, 0.15))
@@ -191,7 +193,7 @@ def stream(rng, n, sr):
     bubbles = dsp.decaying_partials(rng, n_bub, sr, 0.03, 300, 1200, 0.004, 0.012, glide=rng.uniform(0.2, 0.8))
     bubbles *= rng.uniform(0.2, 1.0, (n_bub, 1))
     gurgle = dsp.place(np.zeros(n), rng.integers(0, n, n_bub), bubbles)
-    verbs = [("flows", "flowing"), ("babbles", "babbling"), ("trickles over stones", "trickling over stones")]
+    verbs = [("flows", "flowing"), ("babbles", "babbling"), ("trickles", "trickling")]
     return body + 0.5 * dsp.unit_rms(gurgle), {"adjs": ["gentle", "rushing"], "verbs": verbs, "nouns": []}
 
 

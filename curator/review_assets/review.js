@@ -148,6 +148,7 @@
     row.setAttribute("data-i", i);
     row.setAttribute("data-pos", pos);
     row.appendChild(el("div", "num", pos + 1));
+    row.addEventListener("click", function () { state.cursor = pos; markCursor(false); });
     var spec = D.clips.spec[c];
     if (spec) {
       var img = el("img", "spec");
@@ -289,6 +290,7 @@
   }
   function onKey(ev) {
     var tag = ev.target && ev.target.tagName;
+    if (ev.key === "Escape" && ev.target.blur) { ev.target.blur(); return; }  // leave a filter field
     if (ev.ctrlKey || ev.metaKey || ev.altKey || tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
     var i = state.visible[state.cursor], handled = true;
     switch (ev.key) {

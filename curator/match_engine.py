@@ -1,0 +1,140 @@
+"""The arithmetic of exact matching: blocked matrix products and the canonical pair score.
+
+Decisions are made on one *canonical* score per pair, the float64 sum of float32 products, which
+does not depend on block shapes, BLAS kernels or the device. The matrix product (fp32 on CPU,
+bf16 on a GPU) is only a prefilter: a pair whose block score is more than `margin` away from the
+bound it is compared with is decided by the block score (its error is provably below the margin);
+only pairs inside the band are re-scored canonically. So fp32, bf16 and DuckDB's double-precision
+reference keep exactly the same pairs.
+
+Margins: fp32 matmul error on unit vectors is below d * 2^-24 in the worst case, so the margin is
+max(1e-4, d * 2^-23). bf16 inputs are each off by <= 2^-9 relative, so the product is off by
+<= 2 * 2^-9 * sum|t_i a_i| <= 0.0039 (Cauchy-Schwarz), plus <= 2^-9 for rounding the bf16 result:
+under 0.006, and the margin is 0.01.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import torch
+
+BF16_MARGIN = 0.01
+CPU_BLOCK = (2048, 4096)  # (rows, cols): S is 32 MB, matmul ~90% of peak, compare stays cheap
+GPU_BLOCK = (16384, 65536)
+
+
+def fp32_margin(dim: int) -> float:
+    return max(1e-4, dim * 2.0 ** -23)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def as_f32(x: np.ndarray) -> np.ndarray:
+    """C-contiguous float32 without a copy when it already is one."""
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class Engine:
+    """Two matrices (rows x d, cols x d) on one device, scored block by block.
+
+    On CPU the fp32 tensors are `torch.from_numpy` views of the caller's arrays: no copy.
+    """
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, device: str = "auto", precision: str = "auto",
+                 block: tuple[int, int] | int | None = None):
+        self.device = pick_device(device)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        self.precision = precision
+        self.rows = torch.from_numpy(as_f32(rows)).to(self.device)
+        self.cols = torch.from_numpy(as_f32(cols)).to(self.device)
+        self.dim = int(self.rows.shape[1]) if self.rows.ndim == 2 else 0
+        self.low = precision == "bf16"
+        self.margin = BF16_MARGIN if self.low else fp32_margin(self.dim)
+        # The bf16 copies cost half the fp32 memory once, instead of a cast per block.
+        self._rows_mm = self.rows.to(torch.bfloat16) if self.low else self.rows
+        self._cols_mm = self.cols.to(torch.bfloat16) if self.low else self.cols
+        if isinstance(block, int):
+            block = (block, block)
+        self.block = tuple(block or (GPU_BLOCK if self.device.type == "cuda" else CPU_BLOCK))
+        mm_dtype = torch.bfloat16 if self.low else torch.float32
+        self._buf = torch.empty(self.block[0] * self.block[1], dtype=mm_dtype, device=self.device)
+        self._mask = torch.empty(self.block[0] * self.block[1], dtype=torch.bool, device=self.device)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def n_cols(self) -> int:
+        return int(self.cols.shape[0])
+
+    def scores(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        """Block scores rows[r0:r1] . cols[c0:c1] into a reused buffer (valid until the next call)."""
+        out = self._buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
+        torch.mm(self._rows_mm[r0:r1], self._cols_mm[c0:c1].t(), out=out)
+        return out
+
+    def candidates(self, s: torch.Tensor, bound: torch.Tensor | float):
+        """Local (r, c, block score as float32 numpy) of entries >= bound - margin."""
+        mask = self._mask[: s.numel()].view(s.shape)
+        # The comparison runs in the block's dtype; bf16 rounds the bound by up to 2^-9, so widen by 2^-8.
+        slack = self.margin + (2.0 ** -8 if self.low else 0.0)
+        if isinstance(bound, torch.Tensor):
+            torch.ge(s, (bound - slack).to(s.dtype)[:, None], out=mask)
+        else:
+            torch.ge(s, bound - slack, out=mask)
+        idx = mask.nonzero()
+        if idx.shape[0] == 0:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0, np.float32)
+        r, c = idx[:, 0], idx[:, 1]
+        vals = s[r, c].float()
+        return r.cpu().numpy(), c.cpu().numpy(), vals.cpu().numpy()
+
+    def _pairwise(self, ri: np.ndarray, ci: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+        out = np.empty(len(ri), dtype=np.float64 if dtype == torch.float64 else np.float32)
+        step = max(1024, (1 << 22) // max(self.dim, 1))  # bound the gathered (step, d) copies
+        for i in range(0, len(ri), step):
+            r = torch.from_numpy(ri[i:i + step]).to(self.device)
+            c = torch.from_numpy(ci[i:i + step]).to(self.device)
+            a = self.rows.index_select(0, r).to(dtype)
+            b = self.cols.index_select(0, c).to(dtype)
+            out[i:i + step] = (a * b).sum(1).cpu().numpy()
+        return out
+
+    def canonical(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
+        """float64 scores of global (row, col) pairs, identical whatever the block layout."""
+        return self._pairwise(ri, ci, torch.float64)
+
+    def fp32(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
+        """float32 scores of pairs decided by a bf16 prefilter (their stored score)."""
+        return self._pairwise(ri, ci, torch.float32)
+
+
+def lexrank(rows: np.ndarray, cols: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order by (row, score desc, col) and the 0-based rank of each pair within its row."""
+    order = np.lexsort((cols, -score, rows))
+    r = rows[order]
+    if len(r) == 0:
+        return order, np.empty(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+    counts = np.diff(np.r_[starts, len(r)])
+    rank = np.arange(len(r)) - np.repeat(starts, counts)
+    return order, rank
+
+
+def swapped(eng: Engine) -> Engine:
+    """The same engine with rows and columns exchanged (shares tensors and buffers)."""
+    other = object.__new__(Engine)
+    other.__dict__.update(eng.__dict__)
+    other.rows, other.cols = eng.cols, eng.rows
+    other._rows_mm, other._cols_mm = eng._cols_mm, eng._rows_mm
+    return other
