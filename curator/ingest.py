@@ -140,9 +140,12 @@ def read_manifest(csv_path: str | os.PathLike, source: str, split: str | None = 
         preset_cols, root_default = PRESETS[preset]
         columns = columns or preset_cols
     columns = columns or ManifestColumns()
-    root = Path(audio_root) if audio_root else (csv_path.parent / root_default).resolve()
-    if audio_root is None and not root.is_dir():
-        root = csv_path.parent
+    if audio_root:
+        root = Path(audio_root)
+    else:
+        # ESC-50 keeps audio in ../audio beside meta/; copies often put audio/ next to the CSV.
+        candidates = [csv_path.parent / root_default, csv_path.parent / "audio", csv_path.parent]
+        root = next((c.resolve() for c in candidates if c.is_dir()), csv_path.parent)
     for name in [columns.label, columns.fold, columns.split, columns.city, columns.time, columns.audio_id,
                  columns.labelled]:
         if name and name not in header:

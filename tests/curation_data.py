@@ -10,6 +10,7 @@ near-duplicate of eval clip 1 (vector cosine > 0.99, different sha1).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -91,7 +92,7 @@ def build_world(store, n_pairs: int = 16, n_wild: int = 48, n_eval: int = 6, see
 
     for src, n in (("clotho", n_pairs), ("wild", n_wild), ("esc50", n_eval)):
         for i in range(n):
-            row = _audio_row(src, i, f"{src}-{i:040d}"[-40:], split="eval" if src == "esc50" else "train")
+            row = _audio_row(src, i, hashlib.sha1(f"{src}/{i}".encode()).hexdigest(), split="eval" if src == "esc50" else "train")
             w.audio[row["audio_id"]] = row
             w.avec[row["audio_id"]] = around(i % len(LABELS))
     ev, wild = w.ids("esc50"), w.ids("wild")

@@ -6,6 +6,7 @@ city and time of day. numpy renders the audio; soundfile writes it.
 """
 
 from curator.demo.corpus import SCALES, CorpusConfig, generate_corpus
+from curator.demo.scenes import SCENES, generate_scenes
 from curator.demo.sounds import FAMILIES
 
-__all__ = ["SCALES", "CorpusConfig", "generate_corpus", "FAMILIES"]
+__all__ = ["SCALES", "SCENES", "FAMILIES", "CorpusConfig", "generate_corpus", "generate_scenes"]

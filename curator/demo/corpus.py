@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import soundfile as sf
 from curator.demo import captions, dsp, sounds
 from schemas.errors import ParameterError
 
+KIND = "curator-demo-corpus"
 SPLITS = ("paired", "wild", "eval")
 DEFAULT_RARE = ("dog bark", "bird chirp", "water stream")
 ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
@@ -215,14 +217,45 @@ def _eval_folds(recipes: list[tuple[str, ...]], folds: int) -> list[int]:
     return out
 
 
-def generate_corpus(out: str | os.PathLike, cfg: CorpusConfig, progress=None) -> dict:
+CORPUS_OUTPUTS = ("paired", "wild", "eval", "ground_truth.csv", "manifest.json")
+
+
+def prepare_output(out: str | os.PathLike, kind: str, outputs: tuple[str, ...], force: bool) -> Path:
+    """Make sure `out` can take a fresh corpus: empty, or (with force) a previous corpus of the same
+    kind, whose generated files are removed so no stale clip of a bigger earlier run survives.
+    Never deletes a folder that this generator did not write."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"{out}: exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return out
+    manifest = out / "manifest.json"
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous != kind:
+        raise ParameterError(f"{out}: folder is not empty and holds no {kind} (no manifest.json of that kind); "
+                             "choose an empty or new folder")
+    if not force:
+        raise ParameterError(f"{out}: already holds a {kind}; pass --force to replace it")
+    for name in outputs:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    return out
+
+
+def generate_corpus(out: str | os.PathLike, cfg: CorpusConfig, progress=None, force: bool = False) -> dict:
     """Write the corpus under `out` and return the manifest (also written to out/manifest.json).
 
     `progress(n)` is called after each clip if given (the CLI draws a bar with it).
     """
     families, skipped = resolve_families(cfg)
     validate(cfg, families)
-    out = Path(out)
+    out = prepare_output(out, KIND, CORPUS_OUTPUTS, force)
     labels = list(families)
     truth: list[list] = []
     caption_rows: list[list] = []
@@ -264,7 +297,7 @@ def generate_corpus(out: str | os.PathLike, cfg: CorpusConfig, progress=None) ->
 def _manifest(cfg: CorpusConfig, families, skipped, counts) -> dict:
     settings = asdict(replace(cfg, families=tuple(families)))
     return {
-        "kind": "curator-demo-corpus", "format": 1, "seed": cfg.seed, "sample_rate": cfg.sample_rate,
+        "kind": KIND, "format": 1, "seed": cfg.seed, "sample_rate": cfg.sample_rate,
         "labels": list(families), "rare_classes": [r for r in cfg.rare if r in families],
         "skipped_families": skipped, "splits": counts,
         "captions": {"file": "paired/captions.csv", "per_clip": cfg.captions_per_clip,

@@ -153,7 +153,7 @@ def decaying_partials(rng, n_events: int, sr: int, length_s: float, f_lo: float,
 
 def reverb(x: np.ndarray, sr: int, rng: np.random.Generator, rt60_s: float, wet: float) -> np.ndarray:
     """Convolve with an exponentially decaying noise tail (a plausible room, FFT convolution)."""
-    k = max(2, int(rt60_s * sr))
+    k = max(2, int(0.5 * rt60_s * sr))  # the tail is -30 dB by rt60/2; the rest is inaudible here
     t = np.arange(k) / sr
     ir = rng.standard_normal(k) * np.exp(-6.9 * t / rt60_s)
     ir /= np.sqrt(np.sum(ir ** 2)) + 1e-12

@@ -10,7 +10,7 @@ Built so that context visibly helps (the city/time workflow of seeds 000 and 003
   of traffic), and each city has its own hum and spectral tilt.
 
 Files under OUT: audio/scene_00000.wav, scenes.csv (filename,scene_label,city,timestamp,labelled;
-scene_label empty where unlabelled), ground_truth.csv (every clip's true scene and part of day),
+filename is relative to OUT as in TAU's meta.csv; scene_label empty where unlabelled), ground_truth.csv (every clip's true scene and part of day),
 labels.txt, manifest.json.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from curator.demo import dsp, sounds
-from curator.demo.corpus import write_wav
+from curator.demo.corpus import prepare_output, write_wav
 from schemas.errors import ParameterError
 
 SCENES = ["park", "street traffic", "metro station", "shopping mall", "airport"]
@@ -45,6 +45,8 @@ PART_FACTORS = {
     "airport": [0.8, 0.6, 0.8, 2.5],
 }
 CONFUSABLE = ("shopping mall", "airport")
+KIND = "curator-demo-scenes"
+SCENE_OUTPUTS = ("audio", "scenes.csv", "ground_truth.csv", "labels.txt", "manifest.json")
 
 
 def part_of_day(hour: int) -> str:
@@ -193,19 +195,19 @@ def plan_scenes(n_clips: int, labelled_fraction: float, seed: int) -> list[dict]
 
 
 def generate_scenes(out: str | os.PathLike, n_clips: int, labelled_fraction: float = 0.1, seed: int = 0,
-                    sample_rate: int = 16000, seconds: float = 3.0, progress=None) -> dict:
+                    sample_rate: int = 16000, seconds: float = 3.0, progress=None, force: bool = False) -> dict:
     """Write the scene corpus under `out` and return its manifest (also out/manifest.json)."""
     if seconds <= 0 or sample_rate < 8000:
         raise ParameterError(f"scene clips: need seconds > 0 and sample rate >= 8000 (got {seconds}, {sample_rate})")
-    out = Path(out)
-    (out / "audio").mkdir(parents=True, exist_ok=True)
     plan = plan_scenes(n_clips, labelled_fraction, seed)
+    out = prepare_output(out, KIND, SCENE_OUTPUTS, force)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
     n = int(round(seconds * sample_rate))
     rows, truth = [], []
     for p in plan:
         rng = np.random.default_rng([seed, 7, p["index"]])
-        name = f"scene_{p['index']:05d}.wav"
-        write_wav(out / "audio" / name, render_scene(rng, p["scene"], p["city"], p["hour"], n, sample_rate),
+        name = f"audio/scene_{p['index']:05d}.wav"  # TAU-style: paths relative to the CSV's folder
+        write_wav(out / name, render_scene(rng, p["scene"], p["city"], p["hour"], n, sample_rate),
                   sample_rate)
         lab = "true" if p["labelled"] else "false"
         rows.append([name, p["scene"] if p["labelled"] else "", p["city"], p["timestamp"], lab])
@@ -224,7 +226,7 @@ def generate_scenes(out: str | os.PathLike, n_clips: int, labelled_fraction: flo
 def _manifest(plan, seed, sr, seconds, fraction) -> dict:
     count = lambda key: {k: sum(p[key] == k for p in plan) for k in sorted({p[key] for p in plan})}  # noqa: E731
     return {
-        "kind": "curator-demo-scenes", "format": 1, "seed": seed, "sample_rate": sr, "seconds": seconds,
+        "kind": KIND, "format": 1, "seed": seed, "sample_rate": sr, "seconds": seconds,
         "clips": len(plan), "labelled": sum(p["labelled"] for p in plan), "labelled_fraction": fraction,
         "labels": SCENES, "cities": list(CITIES), "parts_of_day": PARTS, "confusable": list(CONFUSABLE),
         "scenes": count("scene"), "per_city": count("city"), "per_part_of_day": count("part_of_day"),

@@ -1,0 +1,99 @@
+"""`curator demo generate|scenes`: write deterministic synthetic corpora to try the whole loop on."""
+
+from __future__ import annotations
+
+import click
+
+from curator.cli.common import progress
+from curator.demo import corpus, scenes
+
+
+@click.group()
+def demo() -> None:
+    """Synthetic corpora (captioned, unpaired, evaluation, scenes) for demos and tests."""
+
+
+def _families(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@demo.command("generate")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--scale", type=click.Choice(list(corpus.SCALES)), default="tiny", show_default=True,
+              help="tiny: ~60/100/40 clips of 1-2 s (tests); small: 600/1500/300 of 2-4 s (CPU demo); "
+                   "default: 2000/8000/500 of 2-5 s.")
+@click.option("--paired", type=int, help="Captioned clips (overrides the scale).")
+@click.option("--wild", type=int, help="Unpaired clips (overrides the scale).")
+@click.option("--eval", "eval_", type=int, help="Evaluation clips (overrides the scale).")
+@click.option("--sample-rate", type=int, help="Hz (default 16000).")
+@click.option("--min-seconds", type=float, help="Shortest clip.")
+@click.option("--max-seconds", type=float, help="Longest clip.")
+@click.option("--captions-per-clip", type=int, help="Paraphrases per paired clip (tiny 2, else 5).")
+@click.option("--rare", help=f"Comma-separated families kept rare in `paired` (default: {', '.join(corpus.DEFAULT_RARE)}).")
+@click.option("--families", help="Comma-separated subset of families (default: all available).")
+@click.option("--mix-fraction", type=float, help="Share of paired/wild clips mixing two families (default 0.15).")
+@click.option("--speech", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Speech family via espeak-ng: auto = only if installed.")
+@click.option("--force", is_flag=True, help="Replace a corpus previously generated in OUT.")
+def generate_cmd(out, seed, scale, paired, wild, eval_, sample_rate, min_seconds, max_seconds, captions_per_clip,
+                 rare, families, mix_fraction, speech, force):
+    """Write a captioned `paired` set, an unpaired `wild` pool and an ESC-50-style `eval` set.
+
+    Some families (--rare) are scarce in `paired` and plentiful in `wild`, so curation has
+    something to find. Labels of `wild` clips are kept only in OUT/ground_truth.csv.
+
+    \b
+    Example:
+      curator demo generate ./demo --scale small --seed 1
+      curator ingest audio ./demo/paired/audio --source demo_paired --split paired
+      curator ingest captions ./demo/paired/captions.csv --source demo_paired --audio-source demo_paired
+      curator ingest audio ./demo/wild/audio --source demo_wild --split wild
+      curator ingest audio ./demo/eval/meta.csv --source demo_eval --split eval
+      curator ingest labels --label-set demo --labels ./demo/eval/labels.txt
+    """
+    cfg = corpus.CorpusConfig.for_scale(
+        scale, seed=seed, paired=paired, wild=wild, eval=eval_, sample_rate=sample_rate, min_seconds=min_seconds,
+        max_seconds=max_seconds, captions_per_clip=captions_per_clip, rare=_families(rare),
+        families=_families(families), mix_fraction=mix_fraction, speech=speech)
+    with progress(total=corpus.total_clips(cfg), desc="demo", unit="clip") as bar:
+        manifest = corpus.generate_corpus(out, cfg, progress=bar.update, force=force)
+    for split, info in manifest["splits"].items():
+        fams = ", ".join(f"{k} {v}" for k, v in info["families"].items())
+        click.echo(f"{split}: {info['clips']} clips ({info['mixtures']} mixtures): {fams}")
+    click.echo(f"rare in paired: {', '.join(manifest['rare_classes']) or 'none'}")
+    for fam, why in manifest["skipped_families"].items():
+        click.echo(f"skipped family {fam!r}: {why}")
+    click.echo(f"wrote {out} ({manifest['captions']['total']} captions; see manifest.json)")
+
+
+@demo.command("scenes")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--clips", default=500, show_default=True, help="Number of scene clips.")
+@click.option("--labelled-fraction", default=0.1, show_default=True, help="Share of clips whose label is given.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--seconds", default=3.0, show_default=True, help="Clip length.")
+@click.option("--sample-rate", default=16000, show_default=True, help="Hz.")
+@click.option("--force", is_flag=True, help="Replace scenes previously generated in OUT.")
+def scenes_cmd(out, clips, labelled_fraction, seed, seconds, sample_rate, force):
+    """Write acoustic scenes recorded in several cities at all hours, few of them labelled.
+
+    Class priors depend on city and part of day, and 'shopping mall' / 'airport' sound alike, so
+    context (city, time) helps. True labels of unlabelled clips are in OUT/ground_truth.csv.
+
+    \b
+    Example:
+      curator demo scenes ./scenes --clips 400 --labelled-fraction 0.1
+      curator ingest audio ./scenes/scenes.csv --source scenes
+    """
+    with progress(total=clips, desc="scenes", unit="clip") as bar:
+        m = scenes.generate_scenes(out, clips, labelled_fraction, seed, sample_rate, seconds, progress=bar.update,
+                                   force=force)
+    click.echo(f"scenes: {m['clips']} clips, {m['labelled']} labelled: "
+               + ", ".join(f"{k} {v}" for k, v in m["scenes"].items()))
+    click.echo(f"wrote {out} (scenes.csv, ground_truth.csv, labels.txt, manifest.json)")
+
+
+COMMANDS = [demo]
