@@ -116,9 +116,9 @@ def _cross(captions: pa.Table, cap_vecs: np.ndarray, labels, pool: pa.Table, poo
     ti, ai, score = _filter_pairs(ti, ai, score, text_ids, audio_ids, decisions, lin)
     et, ea, es = _accepted_extra(ti, ai, text_ids, audio_ids, cap_vecs, pool_vecs, decisions, keep_accepted, lin)
     ti, ai, score = np.concatenate([ti, et]), np.concatenate([ai, ea]), np.concatenate([score, es])
-    texts = captions.column("text").to_pylist()
-    columns = {"text_id": [text_ids[t] for t in ti], "text": [texts[t] for t in ti], "score": score,
-               "label": [labels[t] for t in ti] if labels is not None else None}
+    take = pa.array(ti, pa.int64())
+    columns = {"text_id": captions.column("text_id").take(take), "text": captions.column("text").take(take),
+               "score": score, "label": pa.array(labels, pa.string()).take(take) if labels is not None else None}
     return assemble(pool, np.asarray(pool_pos)[ai], columns, pool_vecs[ai], cap_vecs[ti])
 
 

@@ -59,6 +59,9 @@ class EmbedSummary:
 
     def line(self) -> str:
         what = "clips" if self.modality == "audio" else "texts"
+        if not self.embedded and not self.failures:
+            return (f"{self.model_id} {self.modality}: nothing to embed (shard {self.shard[0]}/{self.shard[1]}: "
+                    f"{self.selected} selected, {self.already} already done) -> {self.table}")
         rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
         text = (f"{self.model_id} {self.modality}: embedded {self.embedded} {what} "
                 f"(shard {self.shard[0]}/{self.shard[1]}: {self.selected} selected, {self.already} already done) "

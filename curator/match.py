@@ -26,6 +26,7 @@ from schemas.validate import check_threshold
 
 PER = ("text", "audio", "both")
 TIE_EPS = 1e-12  # canonical float64 scores closer than this are ties, broken by position
+TIE_BAND = 1e-6  # block scores this close may be ordered differently by the canonical score
 MAX_PAIRS = 20_000_000  # pairs of one caption block held before ranks are known (~320 MB)
 
 Progress = Callable[[int, int], None] | None
@@ -94,6 +95,20 @@ def _threshold_block(eng: Engine, r0: int, r1: int, t: float, rule: ColumnRule |
 
 def _cat(parts, dtype):
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
+
+
+def _settle_ties(eng: Engine, r: np.ndarray, c: np.ndarray, s: np.ndarray):
+    """Re-score canonically the pairs whose block scores nearly tie within a caption, so ranks
+    follow the canonical order (duplicate clips rank by position, as in the reference)."""
+    order = np.lexsort((c, -s, r))
+    ro, so = r[order], s[order]
+    near = np.flatnonzero((ro[1:] == ro[:-1]) & (np.abs(so[1:] - so[:-1]) <= TIE_BAND))
+    if len(near) == 0:
+        return r, c, s
+    idx = order[np.unique(np.r_[near, near + 1])]
+    s = s.copy()
+    s[idx] = eng.canonical(r[idx], c[idx])
+    return r, c, s
 
 
 def _topk_select(r, c, s, k):
@@ -183,7 +198,7 @@ def _caption_blocks(eng, t, k, rule, max_pairs, progress):
     while r0 < eng.n_rows:
         r1 = min(r0 + step, eng.n_rows)
         if k is None:
-            r, c, s = _threshold_block(eng, r0, r1, t, rule)
+            r, c, s = _settle_ties(eng, *_threshold_block(eng, r0, r1, t, rule))
         else:
             r, c, s = _topk_block(eng, r0, r1, t, k)
             if rule is not None:

@@ -100,15 +100,7 @@ class Engine:
         return r.cpu().numpy(), c.cpu().numpy(), vals.cpu().numpy()
 
     def _pairwise(self, ri: np.ndarray, ci: np.ndarray, dtype: torch.dtype) -> np.ndarray:
-        out = np.empty(len(ri), dtype=np.float64 if dtype == torch.float64 else np.float32)
-        step = max(1024, (1 << 22) // max(self.dim, 1))  # bound the gathered (step, d) copies
-        for i in range(0, len(ri), step):
-            r = torch.from_numpy(ri[i:i + step]).to(self.device)
-            c = torch.from_numpy(ci[i:i + step]).to(self.device)
-            a = self.rows.index_select(0, r).to(dtype)
-            b = self.cols.index_select(0, c).to(dtype)
-            out[i:i + step] = (a * b).sum(1).cpu().numpy()
-        return out
+        return pairwise(self.rows, self.cols, ri, ci, dtype)
 
     def canonical(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
         """float64 scores of global (row, col) pairs, identical whatever the block layout."""
@@ -117,6 +109,28 @@ class Engine:
     def fp32(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
         """float32 scores of pairs decided by a bf16 prefilter (their stored score)."""
         return self._pairwise(ri, ci, torch.float32)
+
+
+def pairwise(rows: torch.Tensor, cols: torch.Tensor, ri: np.ndarray, ci: np.ndarray,
+             dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """rows[ri] . cols[ci] pair by pair in `dtype`, in chunks that bound the gathered copies."""
+    out = np.empty(len(ri), dtype=np.float64 if dtype == torch.float64 else np.float32)
+    dim = int(rows.shape[1]) if rows.ndim == 2 else 1
+    step = max(1024, (1 << 22) // max(dim, 1))
+    for i in range(0, len(ri), step):
+        r = torch.from_numpy(np.ascontiguousarray(ri[i:i + step])).to(rows.device)
+        c = torch.from_numpy(np.ascontiguousarray(ci[i:i + step])).to(cols.device)
+        a = rows.index_select(0, r).to(dtype)
+        b = cols.index_select(0, c).to(dtype)
+        out[i:i + step] = (a * b).sum(1).cpu().numpy()
+    return out
+
+
+def canonical_scores(rows: np.ndarray, cols: np.ndarray, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
+    """The canonical float64 score of (rows[ri], cols[ci]) pairs from numpy arrays (no copies)."""
+    if len(ri) == 0:
+        return np.empty(0, np.float64)
+    return pairwise(torch.from_numpy(as_f32(rows)), torch.from_numpy(as_f32(cols)), ri, ci)
 
 
 def lexrank(rows: np.ndarray, cols: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -94,6 +94,17 @@ def _refuse_empty(tv, av, texts_where, audio_where) -> None:
             raise ParameterError(f"no {what} to match: {why}")
 
 
+def load_pool(store: Store, model: str, texts_where: str | None = None, audio_where: str | None = None):
+    """(text Vectors, audio Vectors, ModelInfo) of a model, filtered, checked, non-empty."""
+    info = resolve_model(store, model)
+    if info.modalities and not {"audio", "text"} <= set(info.modalities):
+        raise ModelError(f"model {info.model_id!r} embeds only {', '.join(info.modalities)}; matching needs audio and text")
+    tv, av = _load(store, info.model_id, texts_where, audio_where)
+    check_same_model(tv, av, info)
+    _refuse_empty(tv, av, texts_where, audio_where)
+    return tv, av, info
+
+
 def run_match(store: Store, model: str, threshold: float, top_k: int | None = None, per: str = "text",
               method: str = "exact", texts_where: str | None = None, audio_where: str | None = None,
               run_name: str | None = None, replace: bool = False, device: str = "auto", block=None,
@@ -104,12 +115,7 @@ def run_match(store: Store, model: str, threshold: float, top_k: int | None = No
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     run_id = _check_run_name(store, run_name, replace)
-    info = resolve_model(store, model)
-    if info.modalities and not {"audio", "text"} <= set(info.modalities):
-        raise ModelError(f"model {info.model_id!r} embeds only {', '.join(info.modalities)}; matching needs audio and text")
-    tv, av = _load(store, info.model_id, texts_where, audio_where)
-    check_same_model(tv, av, info)
-    _refuse_empty(tv, av, texts_where, audio_where)
+    tv, av, info = load_pool(store, model, texts_where, audio_where)
     params = {"texts_where": texts_where, "audio_where": audio_where,
               "missing_vectors": {"text": tv.missing, "audio": av.missing}}
     recall = None

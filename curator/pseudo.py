@@ -145,7 +145,10 @@ def _trained_on(path: str) -> str | None:
     meta = Path(path) / "checkpoint.json"
     if not meta.is_file():
         return None
-    stack = [json.loads(meta.read_text())]
+    data = json.loads(meta.read_text())
+    if isinstance(data, dict) and isinstance(data.get("trained_on"), str):
+        return data["trained_on"]
+    stack = [data]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):

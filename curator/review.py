@@ -78,6 +78,7 @@ def build_review(data: ReviewData, out: str | os.PathLike, *, around: float | No
         "score_name": data.score_name,
         "threshold": data.threshold,
         "around": None if around is None else {"t": around, "band": band},
+        "order": "desc" if around is None else "near",  # the order of `rows` (review.js sort modes)
         "page_size": page_size,
         "media": {"clips": with_media, "cap": media, "linked": link, "sampled": sample or None},
         "meta": data.meta,

@@ -114,9 +114,11 @@ def vectors(store: Store, lin: Lineage, model, modality: str, ids: list[str],
     dim = getattr(model, "dim", None)
     if dim and len(got) and got.dim != int(dim):
         raise MixedModelsError(f"model {model.model_id!r} is {dim}-d but {got.table} holds {got.dim}-d vectors")
-    index = {i: k for k, i in enumerate(got.ids.to_pylist())}
-    pos = np.array([p for p, i in enumerate(ids) if i in index], dtype=np.int64)
-    rows = np.array([index[ids[p]] for p in pos], dtype=np.int64)
+    # Arrow hash join instead of a Python dict: pools run to millions of clips.
+    where = pc.index_in(pa.array(list(ids), pa.string()), value_set=got.ids)
+    found = where.is_valid().to_numpy(zero_copy_only=False)
+    pos = np.flatnonzero(found).astype(np.int64)
+    rows = where.filter(where.is_valid()).to_numpy(zero_copy_only=False).astype(np.int64)
     missing = len(ids) - len(pos)
     if missing:
         lin.stats[f"{what}_without_vectors"] = lin.stats.get(f"{what}_without_vectors", 0) + missing

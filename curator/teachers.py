@@ -42,6 +42,14 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ParameterError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
 
 
+def _quiet_transformers() -> None:
+    # "Loading weights" bars from every from_pretrained would bury the embed progress bar.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
@@ -250,6 +258,7 @@ def load_teacher(record, device: str | torch.device = "auto", verify: bool = Tru
     if verify:
         verify_files(record)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
+    _quiet_transformers()
     teacher = _KINDS[record.kind](record.model_id, record.path, dev, amp)
     if record.dim and teacher.dim != record.dim:
         raise ModelError(f"model {record.model_id!r}: loads as {teacher.dim}-d but was registered as {record.dim}-d")

@@ -179,7 +179,14 @@ def test_cli_build_errors_write_nothing(cli, store, world):
         (["build", "ads", "--model", "teach", "--name", "x", "--threshold", "0.5", "--pool-where", POOL,
           "--from-set", "ghost@2"], "does not exist"),
         (["build", "du", "--model", "teach", "--name", "x", "--threshold", "0.999", "--pool-where", POOL], "no rows"),
+        (["build", "ads", "--model", "teach", "--name", "x", "--threshold", "0.5", "--pool-where", POOL,
+          "--from-set", "ds_other"], "cannot be mixed"),
+        (["build", "du", "--model", "teach", "--name", "x", "--threshold", "0.5", "--pool-where", "nosuchcol = 1"],
+         "query failed"),
     ]
+    ds = build_ds(store, "teach", DSOptions("esc", 0.7, PAIRS))
+    write_model(store, "other")
+    write_set(store, "ds_other", ds.rows, "ds", ds.params, ds.inputs, {"model_id": "other", "sha256": "x"})
     before = {n: versions(store, n) for n in store.names()}
     for args, message in cases:
         result = cli.curator(*args)

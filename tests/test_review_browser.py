@@ -132,6 +132,10 @@ def test_review_page_in_chromium(page, store, tone, tmp_path):
 
     # The histogram is drawn from the data: one bar per bin.
     assert page.locator("#histogram svg rect.bar").count() == len(data["summary"]["hist"]["counts"])
+    # Re-sorting in the page: nearest the run's threshold (0.3) first.
+    page.select_option("#sort", "near")
+    page.wait_for_function("document.querySelector('#rows .row .score').textContent === '0.3000'")
+    assert [float(x) for x in page.locator("#rows .row .score").all_inner_texts()[:3]] == [0.3, 0.35, 0.25]
     if SCREENSHOT:
         page.screenshot(path=SCREENSHOT, full_page=False)
     assert page.js_errors == []
@@ -144,10 +148,9 @@ def test_hundred_thousand_pairs_paginate(page, store, tone, tmp_path):
     page.wait_for_selector("#rows .row")
     assert row_count(page) == 100
     visible = page.evaluate("window.curatorReview.visible()")
-    scores = [float(s) for s in page.locator("#rows .row .score").all_inner_texts()]
-    assert all(abs(s - 0.3) <= 0.0101 for s in scores)
-    distances = [round(abs(s - 0.3), 4) for s in scores]  # shown with 4 decimals
-    assert distances == sorted(distances)
+    scores = page.locator("#rows .row").evaluate_all("rows => rows.map(r => window.CURATOR_REVIEW.rows.s[+r.dataset.i])")
+    distances = [round(abs(s - 0.3), 6) for s in scores]  # data.js keeps 5 decimals
+    assert max(distances) <= 0.01 + 1e-6 and distances == sorted(distances)
     # Roughly 2 % of U(0.2, 0.6) scores lie within 0.01 of 0.3.
     assert 0.035 * total < visible < 0.065 * total
     assert page.inner_text("#page-info") == f"page 1 of {-(-visible // 100)}"

@@ -29,6 +29,11 @@ CLASSES = [
 ]
 SR = 16000
 DIM = 16
+# A compact student small enough for a 2-core CPU: 1 s windows, two thin SE-ResNet blocks, one
+# Transformer layer, MiniLM text tower with 5 of its 6 layers frozen, no dropout (so DDP ranks and
+# single runs see the same maths).
+TINY_STUDENT = {"dim": 32, "window_s": 1.0, "n_fft": 512, "hop_length": 160, "n_mels": 32, "channels": [8, 16],
+                "transformer_layers": 1, "heads": 2, "freeze_layers": 5, "dropout": 0.0}
 
 
 def make_clips(folder, tone, per_class: int = 4, seconds: float = 1.0, classes=CLASSES, seed: int = 0) -> list[dict]:
@@ -56,12 +61,21 @@ def teacher_vectors(rows: list[dict], dim: int = DIM, seed: int = 0, noise: floa
     return ta, tt
 
 
+def _names(db) -> list[str]:
+    listed = db.list_tables()
+    return list(getattr(listed, "tables", listed))
+
+
 def write_set(store_uri: str, name: str, rows: list[dict], dim: int = DIM, seed: int = 0,
-              teachers: bool = True) -> int:
-    """One overwrite of set_<name> plus its catalog row (what curator's write_set does); returns the version."""
+              teachers: bool = True, nan_rows: tuple[int, ...] = ()) -> int:
+    """One overwrite of set_<name> plus its catalog row (what curator's write_set does); returns the
+    version. `nan_rows` get absurd teacher vectors (1e20: finite, so LanceDB stores them, but their
+    similarities overflow float32 and the soft-label loss turns NaN)."""
     db = lancedb.connect(store_uri)
     schema = set_rows(dim, dim)
     ta, tt = teacher_vectors(rows, dim, seed) if teachers else (None, None)
+    if nan_rows:
+        ta[list(nan_rows)] = 1e20
     data = {"audio_id": [r["audio_id"] for r in rows], "uri": [r["uri"] for r in rows],
             "text_id": [r["text_id"] for r in rows], "text": [r["text"] for r in rows],
             "label": [r["label"] for r in rows], "score": [0.5] * len(rows)}
@@ -76,7 +90,7 @@ def write_set(store_uri: str, name: str, rows: list[dict], dim: int = DIM, seed:
            "inputs": ["audio@1"], "model_id": "teacher", "model_sha256": "0" * 64, "rows": table.num_rows,
            "content_hash": content_hash(table), "created_at": datetime.now(timezone.utc)}
     catalog = pa.Table.from_pylist([row], schema=SETS)
-    if "sets" in db.table_names():
+    if "sets" in _names(db):
         db.open_table("sets").add(catalog)
     else:
         db.create_table("sets", catalog, schema=SETS)
@@ -100,7 +114,7 @@ def write_audio_texts(store_uri: str, rows: list[dict], label_set: str = "tones"
         "label": [r["label"] for r in rows] + labels})
     for name, data, schema in (("audio", audio, AUDIO), ("texts", texts, TEXTS)):
         data = conform(data, schema, name)
-        if name in db.table_names():
+        if name in _names(db):
             db.open_table(name).add(data)
         else:
             db.create_table(name, data, schema=schema)

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from schemas.errors import ModelError, ParameterError
-from trainer.models import (TOKENIZER_INPUTS, _first_line, load_weights, save_weights,
+from trainer.models import (TOKENIZER_INPUTS, _first_line, load_weights, quiet_hf, save_weights,
                             write_student_json)
 
 HF_DIR = "hf"
@@ -44,13 +44,15 @@ def _load_parts(folder: str, with_weights: bool):
     from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
 
     try:
-        config = ClapConfig.from_pretrained(folder, local_files_only=True)
-        if with_weights:
-            model = ClapModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        else:
-            model = ClapModel(config)
-        fe = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, model_input_names=TOKENIZER_INPUTS)
+        with quiet_hf():
+            config = ClapConfig.from_pretrained(folder, local_files_only=True)
+            if with_weights:
+                model = ClapModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+            else:
+                model = ClapModel(config)
+            fe = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True,
+                                                      model_input_names=TOKENIZER_INPUTS)
     except Exception as exc:  # transformers raises OSError / ValueError / KeyError variants
         raise ModelError(f"{folder}: not a loadable ClapModel folder ({_first_line(exc)})") from None
     if fe.feature_size != config.audio_config.num_mel_bins:
@@ -123,8 +125,9 @@ class ClapStudent(nn.Module):
         hf.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
             self.model.logit_scale_t.copy_(self.model.logit_scale_a)
-        self.model.save_pretrained(hf)
-        self._save_processor(hf)
+        with quiet_hf():
+            self.model.save_pretrained(hf)
+            self._save_processor(hf)
         save_weights(self.model, folder)
         write_student_json(folder, self.kind, {"init_path": self.init_path, "max_text_len": self.max_text_len}, self)
         return folder

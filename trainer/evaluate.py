@@ -36,7 +36,8 @@ def query_store(store_uri: str, sql: str, params: list | None = None) -> pa.Tabl
         for name in names:
             if name in sql:
                 con.register(name, db.open_table(name).to_arrow())
-        return con.execute(sql, params or []).fetch_arrow_table()
+        result = con.sql(sql, params=params) if params else con.sql(sql)
+        return result.to_arrow_table() if result is not None else pa.table({})
     except duckdb.Error as exc:
         raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
     finally:

@@ -16,6 +16,7 @@ a checkpoint never depends on the folder its text tower came from.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -41,6 +42,22 @@ TOKENIZER_INPUTS = ["input_ids", "attention_mask"]
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+@contextlib.contextmanager
+def quiet_hf():
+    """Silence transformers' per-file progress bars and load reports (library code draws no bars)."""
+    from transformers.utils import logging as hf_logging
+
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def save_weights(module: nn.Module, folder: Path) -> None:
@@ -133,17 +150,19 @@ def _load_text_tower(path: str, from_config_only: bool):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, model_input_names=TOKENIZER_INPUTS)
-        if from_config_only:
-            config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-            model = AutoModel.from_config(config, add_pooling_layer=False)
-        else:
-            model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-            # mean pooling replaces BERT's pooler; dropping it keeps DDP free of never-used weights
-            if getattr(model, "pooler", None) is not None:
-                model.pooler = None
+        with quiet_hf():
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                      model_input_names=TOKENIZER_INPUTS)
+            if from_config_only:
+                config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+                model = AutoModel.from_config(config, add_pooling_layer=False)
+            else:
+                model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # OSError / ValueError / TypeError variants from transformers
         raise ModelError(f"{path}: cannot load a BERT-family text model ({_first_line(exc)})") from None
+    # mean pooling replaces BERT's pooler; dropping it keeps DDP free of never-used weights
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
     return model, tokenizer
 
 

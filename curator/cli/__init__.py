@@ -36,6 +36,7 @@ def _register() -> None:
     from curator.cli import build_cmds, sets_cmds; [cli.add_command(c) for c in build_cmds.COMMANDS + sets_cmds.COMMANDS]  # noqa: E702,E501
     from curator.cli import embed_cmds, models_cmds; [cli.add_command(c) for c in (models_cmds.models, embed_cmds.embed, embed_cmds.import_embeddings)]  # noqa: E702,E501
     from curator.cli import demo_cmds; [cli.add_command(c) for c in demo_cmds.COMMANDS]  # noqa: E702
+    from curator.cli import match_cmds; cli.add_command(match_cmds.match); cli.add_command(match_cmds.sweep)  # noqa: E702
 
 
 _register()

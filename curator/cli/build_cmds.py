@@ -11,6 +11,7 @@ from curator.decisions import read_decisions
 from curator.guard import DEFAULT_THRESHOLD, find_contamination, record_contamination
 from curator.pseudo import PseudoOptions, build_pseudo
 from curator.sets import latest, write_set
+from schemas.errors import ParameterError
 
 
 def _common(f):
@@ -95,6 +96,28 @@ def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
     _write(store, set_name, b, allow_empty)
 
 
+@build.command("pairs")
+@click.option("--name", "set_name", required=True, help="Set name; each build is a new version of it.")
+@click.option("--pairs-where", metavar="SQL", help="Captions to take: SQL over `texts` (default: every caption "
+              "with a paired clip).")
+@click.option("--model", "model_name", help="Attach this model's vectors (needed for soft-label replay).")
+@click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
+@click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@pass_store
+def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_empty):
+    """The captioned training pairs themselves, as a set (to train a first teacher, or to replay).
+
+    \b
+    Examples:
+      curator build pairs --name teacher_pairs --pairs-where "source = 'clotho'"
+      curator build pairs --name replay --model teacher --pairs-where "source = 'clotho'"
+    """
+    from curator.pairs import build_pairs
+
+    store = ctx.store(create=False)
+    _write(store, set_name, build_pairs(store, pairs_where, model_name, allow_contaminated), allow_empty)
+
+
 def _ds_options(f):
     options = [
         click.option("--pairs-where", metavar="SQL", help="Teacher-training pairs: SQL over `texts` (default: "
@@ -148,12 +171,10 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
       curator build ads --model clap --name ads_esc --label-set esc50 --ds-threshold 0.65 \\
         --threshold 0.3 --pool-where "source = 'wild'"
     """
-    from curator.cli.common import fail
-
     ds = None
     if label_set is not None or ds_threshold is not None:
         if label_set is None or ds_threshold is None:
-            fail("ads: --label-set and --ds-threshold go together")
+            raise ParameterError("ads: --label-set and --ds-threshold go together")
         ds = DSOptions(label_set, ds_threshold, pairs_where, text_model)
     store = ctx.store(create=False)
     b = build_ads(store, model_name, MatchOptions(threshold, top_k, per, device), pool_where, from_set, ds,

@@ -33,10 +33,10 @@ PARTS = ["morning", "afternoon", "evening", "night"]
 # city -> (scene weights in SCENES order, mains-like hum Hz, spectral tilt dB/oct)
 CITIES = {
     "barcelona": ([1.0, 1.2, 1.5, 0.3, 0.2], 100.0, -1.0),
-    "helsinki": ([0.6, 1.0, 0.4, 1.6, 0.2], 50.0, -4.0),
-    "london": ([1.0, 1.0, 1.5, 0.2, 1.6], 100.0, -2.5),
-    "paris": ([1.2, 1.0, 1.0, 1.4, 0.2], 50.0, -2.0),
-    "vienna": ([0.8, 1.2, 0.6, 0.2, 1.6], 150.0, -3.0),
+    "helsinki": ([0.6, 1.0, 0.4, 1.6, 0.1], 50.0, -4.0),
+    "london": ([1.0, 1.0, 1.5, 0.1, 1.6], 100.0, -2.5),
+    "paris": ([1.2, 1.0, 1.0, 1.4, 0.1], 50.0, -2.0),
+    "vienna": ([0.8, 1.2, 0.6, 0.1, 1.6], 150.0, -3.0),
 }
 # scene -> multiplier per part of day (malls/metros closed at night, airports busiest at night)
 PART_FACTORS = {
