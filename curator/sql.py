@@ -58,9 +58,7 @@ def connect(store: Store, at: dict[str, int | str] | None = None, tables: list[s
 def query(store: Store, sql: str, at: dict[str, int | str] | None = None, params: list | None = None) -> pa.Table:
     con = connect(store, at)
     try:
-        if params:
-            return con.execute(sql, params).to_arrow_table()
-        return con.sql(sql).to_arrow_table()
+        return con.sql(sql, params=params or None).to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from None
     finally:

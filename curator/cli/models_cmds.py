@@ -65,9 +65,10 @@ def list_cmd(ctx, fmt):
     table = list_models(ctx.store(create=False))
     cols = ["model_id", "kind", "dim", "logit_scale", "sample_rate", "modalities", "trained_on", "sha256", "path"]
     table = table.select(cols)
-    if fmt == "table":  # a terminal wants it narrow; csv / json keep the full hash and list column
-        table = table.set_column(cols.index("sha256"), "sha256", pc.utf8_slice_codeunits(table["sha256"], 0, 12))
+    if fmt != "json":  # csv has no list type
         table = table.set_column(cols.index("modalities"), "modalities",
                                  pa.array(["+".join(m or []) for m in table["modalities"].to_pylist()], pa.string()))
+    if fmt == "table":  # a terminal wants it narrow; csv / json keep the full hash
+        table = table.set_column(cols.index("sha256"), "sha256", pc.utf8_slice_codeunits(table["sha256"], 0, 12))
         table = table.set_column(cols.index("logit_scale"), "logit_scale", pc.round(table["logit_scale"], 3))
     echo_table(table, fmt)

@@ -98,7 +98,8 @@ def _pick(rng, items):
 def _parts(family: str, attrs: dict, level_dbfs: float, rng) -> dict:
     voc = VOCAB[family]
     loud_adjs, loud_places = loudness_words(level_dbfs)
-    nouns = voc["nouns"] + list(attrs.get("nouns", []))
+    # a clip may know better than the family (a female voice is not "a man speaking")
+    nouns = list(attrs["nouns"]) if attrs.get("exclusive_nouns") else voc["nouns"] + list(attrs.get("nouns", []))
     noun = _pick(rng, nouns)
     adjs = [a for a in list(attrs.get("adjs", [])) + loud_adjs if a not in noun]
     np_ = noun

@@ -185,7 +185,7 @@ def render(cfg: CorpusConfig, split: str, index: int, recipe: tuple[str, ...]) -
     return Clip(split, index, recipe, wave.astype(np.float32), texts, snr, level)
 
 
-def clip_name(cfg: CorpusConfig, clip: Clip, labels: list[str], fold: int) -> str:
+def clip_name(clip: Clip, labels: list[str], fold: int) -> str:
     if clip.split == "paired":
         return f"paired_{clip.index:05d}.wav"
     if clip.split == "wild":
@@ -269,7 +269,7 @@ def generate_corpus(out: str | os.PathLike, cfg: CorpusConfig, progress=None, fo
         per_family = {f: 0 for f in families}
         for i, recipe in enumerate(recipes):
             clip = render(cfg, split, i, recipe)
-            name = clip_name(cfg, clip, labels, folds[i])
+            name = clip_name(clip, labels, folds[i])
             write_wav(folder / name, clip.wave, cfg.sample_rate)
             for f in recipe:
                 per_family[f] += 1

@@ -9,6 +9,7 @@ can describe the actual clip rather than only its family: extra "adjs", "verbs" 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -212,23 +213,27 @@ def speech_available() -> bool:
 
 def speech(rng, n, sr):
     """Speech from the espeak-ng binary (deterministic for a given voice, rate, pitch and text)."""
-    import io
+    import tempfile
 
     import soundfile as sf
 
     voice, text = str(rng.choice(_VOICES)), str(rng.choice(_SENTENCES))
     rate, pitch = int(rng.integers(120, 200)), int(rng.integers(20, 80))
-    cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", text]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=30, check=True)
-        wave, sr_in = sf.read(io.BytesIO(proc.stdout), dtype="float64")
-    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-        raise AudioError(f"speech synthesis with espeak-ng voice {voice!r} failed: {exc}") from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        # -w writes a proper WAV header; --stdout can only write a placeholder length.
+        path = os.path.join(tmp, "speech.wav")
+        cmd = ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", path, text]
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=30, check=True)
+            wave, sr_in = sf.read(path, dtype="float64")
+        except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+            raise AudioError(f"speech synthesis with espeak-ng voice {voice!r} failed: {exc}") from exc
     wave = dsp.resample_linear(wave if wave.ndim == 1 else wave.mean(axis=1), sr_in, sr)
     wave = dsp.fit_length(wave, n) + dsp.noise(rng, n, sr, hi=4000) * 0.01 * (dsp.rms(wave) + 1e-3)
     female = "+f" in voice
     noun = "woman" if female else rng.choice(["man", "person"])
-    return wave, {"adjs": [], "nouns": [str(noun)], "verbs": [("speaks", "speaking")]}
+    nouns = [str(noun), "voice", "speaker"]
+    return wave, {"adjs": [], "nouns": nouns, "exclusive_nouns": True, "verbs": [("speaks", "speaking")]}
 
 
 # label -> synthesis function; the label names are natural words so label prompts
