@@ -120,39 +120,50 @@ def _topk_select(r, c, s, k):
 
 
 def _topk_block(eng: Engine, r0: int, r1: int, t: float, k: int):
-    """Each row's top-k pairs >= t among all columns, with canonical float64 scores."""
+    """Each row's top-k pairs >= t among all columns, with canonical float64 scores.
+
+    Candidates are held with their block scores and pruned on those (keeping everything within
+    2 * margin + slack of a row's k-th block score, so no canonical winner can be dropped); only
+    the survivors are re-scored canonically and ranked at the end.
+    """
     nb = r1 - r0
-    kth = np.full(nb, -np.inf)
+    tol = 2 * eng.margin + (2.0 ** -8 if eng.low else 0.0)
+    kth = np.full(nb, -np.inf)  # k-th best block score per row, once a row has k candidates
     acc: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     held = 0
-    prune_at = max(4 * nb * k, 1 << 16)
+    prune_at = max(2 * nb * k, 1 << 16)
     cb = eng.block[1]
     for c0 in range(0, eng.n_cols, cb):
-        bound = np.maximum(t, kth)
-        bt = torch.from_numpy(bound.astype(np.float32)).to(eng.device) if np.isfinite(kth).any() else t
-        r, c, _ = eng.candidates(eng.scores(r0, r1, c0, min(c0 + cb, eng.n_cols)), bt)
+        if np.isfinite(kth).any():
+            bound = torch.from_numpy(np.maximum(t, kth - tol).astype(np.float32)).to(eng.device)
+        else:
+            bound = t
+        r, c, s = eng.candidates(eng.scores(r0, r1, c0, min(c0 + cb, eng.n_cols)), bound)
         if len(r) == 0:
             continue
-        c += c0
-        can = eng.canonical(r + r0, c)
-        ok = (can >= t) & (can >= kth[r] - TIE_EPS)
-        acc.append((r[ok], c[ok], can[ok]))
-        held += int(ok.sum())
+        acc.append((r.astype(np.int64), c + c0, s))
+        held += len(r)
         if held > prune_at:
-            acc, held = _prune(acc, k, kth)
-    acc, _ = _prune(acc, k, kth)
+            acc, held = _prune(acc, k, kth, tol)
+            prune_at = max(prune_at, 2 * held)
+    acc, _ = _prune(acc, k, kth, tol)
     r, c, s = acc[0]
-    r, c, s, _ = _topk_select(r, c, s, k)
+    can = eng.canonical(r + r0, c)
+    ok = can >= t
+    r, c, s, _ = _topk_select(r[ok], c[ok], can[ok], k)
     return r + r0, c, s
 
 
-def _prune(acc, k, kth):
-    """Reduce held candidates to each row's top-k and raise the rows' k-th score (in place)."""
-    r, c, s = (np.concatenate([a[i] for a in acc]) if acc else np.empty(0) for i in range(3))
-    r, c, s, rank = _topk_select(r.astype(np.int64), c.astype(np.int64), s.astype(np.float64), k)
+def _prune(acc, k, kth, tol):
+    """Drop held candidates more than `tol` below their row's k-th block score; raise kth in place."""
+    r, c, s = (np.concatenate([a[i] for a in acc]) for i in range(3)) if acc else (
+        np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+    order, rank = lexrank(r, c, s)
+    r, c, s = r[order], c[order], s[order]
     full = rank == k - 1
     kth[r[full]] = s[full]
-    return [(r, c, s)], len(r)
+    keep = (rank < k) | (s >= kth[r] - tol)
+    return [(r[keep], c[keep], s[keep])], int(keep.sum())
 
 
 def column_rule(eng: Engine, t: float, k: int, block_rows: int | None = None, progress: Progress = None) -> ColumnRule:

@@ -14,6 +14,20 @@ import pyarrow as pa
 from curator.store import Store
 from schemas.errors import CuratorError, RefError, StoreError
 
+# `audio` plus UTC time features; trainer/context.py computes the same three (a test checks they
+# agree): hour 0-23, part_of_day night [0,6) / morning [6,12) / afternoon [12,18) / evening [18,24),
+# weekday 0 = Monday ... 6 = Sunday. Null recorded_at gives null features.
+AUDIO_CONTEXT_VIEW = """
+create view audio_context as
+select *,
+       hour(timezone('UTC', recorded_at)) as hour,
+       case when recorded_at is null then null
+            else ['night', 'morning', 'afternoon', 'evening'][hour(timezone('UTC', recorded_at)) // 6 + 1]
+       end as part_of_day,
+       isodow(timezone('UTC', recorded_at)) - 1 as weekday
+from audio
+"""
+
 _AT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)@(\w[\w.\-]*)$")
 
 
@@ -52,6 +66,8 @@ def connect(store: Store, at: dict[str, int | str] | None = None, tables: list[s
     for name in tables or store.names():
         # register() keeps a reference to the dataset, which DuckDB scans lazily per query.
         con.register(name, _dataset(store, name, at.get(name)))
+    if "audio" in (tables or store.names()):
+        con.execute(AUDIO_CONTEXT_VIEW)
     return con
 
 

@@ -136,7 +136,16 @@ ROUTES = {"peak": route_peak, "numpy": route_numpy, "exact": route_exact, "exact
           "faiss": route_faiss, "duckdb": route_duckdb, "ann": route_ann}
 
 
+PRELOAD = {"peak": ["torch"], "exact": ["torch", "curator.match"], "exact_topk": ["torch", "curator.match"],
+           "faiss": ["faiss"], "duckdb": ["curator.match_sql"], "numpy": [],
+           "ann": ["curator.match_ann", "curator.match_synth", "curator.store", "curator.vectors", "lancedb"]}
+
+
 def worker(a) -> None:
+    import importlib
+
+    for mod in PRELOAD[a.worker]:  # imports are not the route's time or working memory
+        importlib.import_module(mod)
     T = np.load(Path(a.data) / "text.npy")
     A = np.load(Path(a.data) / "audio.npy")
     base = rss_mb()

@@ -169,15 +169,17 @@ def render(results: dict, env: dict) -> str:
              f"OMP_WAIT_POLICY={env['omp']}; 1-minute load average at start {env['load']:.1f} "
              f"(the machine is shared: treat absolute numbers as lower bounds).", "",
              "`cores used` = process CPU seconds per wall second of the step (at most the thread count; "
-             "less means other processes held the cores).", "",
+             "less means other processes held the cores); `CPU s / sample` is the cost least bent by a "
+             "shared machine.", "",
              "Plain train step (forward + soft-label loss + backward + AdamW) on synthetic in-memory batches:", "",
-             "| student | params (M) | trainable (M) | window | batch | step (s) | forward | backward | AdamW | samples/s | cores used |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| student | params (M) | trainable (M) | window | batch | step (s) | forward | backward | AdamW | samples/s "
+             "| cores used | CPU s / sample |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["steps"].items():
         lines.append(f"| {name} | {r['params_m']:.1f} | {r['trainable_m']:.1f} | {r['window_s']:g} s @ "
                      f"{r['sample_rate'] // 1000} kHz | {r['batch']} | {r['step_s']:.3f} | {r['forward_s']:.3f} | "
                      f"{r['backward_s']:.3f} | {r['optimizer_s']:.3f} | {r['samples_per_s']:.1f} | "
-                     f"{r['cores_used']:.2f} |")
+                     f"{r['cores_used']:.2f} | {r['cpu_s'] / r['batch']:.3f} |")
     if results.get("fit"):
         lines += ["", "The real loop (`trainer.loop.fit`) on 44.1 kHz wav files (decode + resample + crop in the "
                   "DataLoader), excluding the first step:", "",
@@ -199,7 +201,12 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-clap", action="store_true")
     ap.add_argument("--skip-fit", action="store_true")
     ap.add_argument("--out", default="docs/bench/train.md")
+    ap.add_argument("--render", metavar="JSON", help="only re-render the table from a saved results JSON")
     args = ap.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        Path(args.out).write_text(render(saved, saved["env"]))
+        return 0
     device = torch.device(args.device)
     steps = 2 if args.quick else args.steps
     env = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "torch": torch.__version__,

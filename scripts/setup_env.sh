@@ -13,6 +13,8 @@ if [ ! -f "$STAMP" ]; then
   echo "== installing the project into .venv (first time: torch + torchaudio take a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   .venv/bin/python -m pip install --quiet -e ".[dev]"
+  # Only open_clip's loss.py is used (as the reference for our CLAP loss); its torchvision/timm deps are not.
+  .venv/bin/python -m pip install --quiet --no-deps "open_clip_torch>=3.0"
   rm -f .venv/.installed-*
   touch "$STAMP"
 fi

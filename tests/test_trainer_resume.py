@@ -125,3 +125,17 @@ def test_fit_cli_help_and_bad_input(tmp_path, tone, store_uri, cli):
     assert r.code == 2 and "--replay-ratio needs --replay" in r.output
     r = cli.trainer("fit", "--set", "pairs", "--out", tmp_path / "x", "--init", tmp_path)
     assert r.code == 2 and "no student.json or config.json" in r.output
+
+
+def test_replay_batches_without_teacher_vectors_fall_back_to_the_hard_loss(tmp_path, tone, store_uri, cli):
+    clips = make_clips(tmp_path / "wav", tone, per_class=2)
+    write_set(store_uri, "pairs", clips)
+    write_set(store_uri, "base", clips[8:], teachers=False)
+    out = tmp_path / "run"
+    r = cli.trainer(*_args("--set", "pairs", "--replay", "base", "--replay-ratio", "0.5", "--out", out))
+    assert r.code == 0, r.output
+    kinds = [json.loads(x)["loss_kind"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(kinds) == ["clap", "clap", "soft", "soft"]  # 4 steps, half of them replay batches
+    r = cli.trainer(*_args("--set", "pairs", "--loss", "multi", "--out", tmp_path / "multi"))
+    assert r.code == 0, r.output
+    assert {json.loads(x)["loss_kind"] for x in (tmp_path / "multi" / "metrics.jsonl").read_text().splitlines()} == {"multi"}

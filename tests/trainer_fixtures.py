@@ -83,6 +83,8 @@ def write_set(store_uri: str, name: str, rows: list[dict], dim: int = DIM, seed:
     if teachers:
         table = table.append_column("teacher_audio", pa.FixedSizeListArray.from_arrays(pa.array(ta.ravel()), dim))
         table = table.append_column("teacher_text", pa.FixedSizeListArray.from_arrays(pa.array(tt.ravel()), dim))
+    if not teachers:  # a set without teacher vectors (LanceDB stores no null vectors): drop the columns
+        schema = pa.schema([f for f in schema if not f.name.startswith("teacher_")])
     table = conform(table, schema, set_table_name(name))
     t = db.create_table(set_table_name(name), table, schema=schema, mode="overwrite")
     version = int(t.version)

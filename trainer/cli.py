@@ -9,6 +9,7 @@ import sys
 import click
 
 from schemas.errors import CuratorError, ParameterError
+from trainer.classify_cli import classifier_eval_options, hybrid_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -53,6 +54,7 @@ def _resume_defaults(ctx: click.Context, params: dict) -> dict:
     recorded = dict(meta.get("hparams", {}))
     recorded["set_ref"] = (meta.get("set") or {}).get("ref")
     recorded["replay_ref"] = (meta.get("replay") or {}).get("ref")
+    recorded.pop("device", None)  # where a run continues is the caller's choice, not the checkpoint's
     for name, value in recorded.items():
         source = ctx.get_parameter_source(name) if name in ctx.params else None
         if name in params and (source is None or source == click.core.ParameterSource.DEFAULT):
@@ -70,8 +72,9 @@ def _resume_defaults(ctx: click.Context, params: dict) -> dict:
 @click.option("--student", type=click.Choice(["compact", "clap-hf"]), default=None,
               help="Student kind (default: inferred from --init).")
 @click.option("--student-config", help="JSON object (or file) of student options, e.g. '{\"dim\": 256}'.")
-@click.option("--loss", type=click.Choice(["clap", "soft", "multi"]), default="soft", show_default=True,
-              help="clap = hard contrastive, soft = soft-label (teacher vectors), multi = shared-label positives.")
+@click.option("--loss", type=click.Choice(["clap", "soft", "multi", "hybrid"]), default="soft", show_default=True,
+              help="clap = hard contrastive, soft = soft-label (teacher vectors), multi = shared-label positives, "
+                   "hybrid = scene classifier CE + λ·context-text contrastive (docs/SCENES.md).")
 @click.option("--alpha", type=float, default=0.3, show_default=True, help="Soft-label weight.")
 @click.option("--tau-s", type=float, default=0.1, show_default=True, help="Soft-label temperature.")
 @click.option("--soft-source", type=click.Choice(["cross", "same"]), default="cross", show_default=True,
@@ -95,6 +98,7 @@ def _resume_defaults(ctx: click.Context, params: dict) -> dict:
 @click.option("--eval-template", default="this is a sound of {label}", show_default=True)
 @click.option("--stop-after", type=int, default=None, hidden=True, help="Stop after this step without saving.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@hybrid_options
 @click.pass_context
 def fit(ctx: click.Context, as_json: bool, **params) -> None:
     """Train a student on a set version; writes a checkpoint folder.
@@ -105,8 +109,17 @@ def fit(ctx: click.Context, as_json: bool, **params) -> None:
           --batch-size 64 --lr 1e-4 --warmup-steps 500 --checkpoint-every 1000 --out runs/ads-s1
       trainer fit --resume --out runs/ads-s1
       torchrun --nproc-per-node 4 -m trainer fit --set ads --init teacher_clap/ --out runs/ddp
+      trainer fit --loss hybrid --classes scenes --lambda 0.1 --set scenes_train --lr 1e-3 --out runs/clf
     """
+    from trainer.classify_cli import pop_hybrid, run_hybrid
     from trainer.loop import FitConfig, fit as run_fit
+
+    hybrid = pop_hybrid(params)
+    if params["loss"] == "hybrid":
+        if not params["set_ref"]:
+            raise ParameterError("--set is required (name, name@VERSION or name@TAG)")
+        params["student_config"] = _json_option(params["student_config"], "--student-config")
+        return run_hybrid(ctx.obj["store"], params, hybrid, as_json, _progress_bar())
 
     if params["resume"]:
         params = _resume_defaults(ctx, params)
@@ -150,7 +163,7 @@ def _progress_bar():
 
 
 @cli.command("eval", context_settings=CONTEXT)
-@click.option("--model", required=True, help="Checkpoint / ClapModel folder, or a registered model name.")
+@click.option("--model", help="Checkpoint / ClapModel folder, or a registered model name.")
 @click.option("--label-set", help="Classes = labels of this label set's prompts in `texts`.")
 @click.option("--labels", help="Comma-separated classes instead of --label-set.")
 @click.option("--audio-where", help="SQL over `audio` choosing the clips (truth = first of `labels`).")
@@ -161,9 +174,10 @@ def _progress_bar():
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--plot", help="Write the confusion matrix as a PNG here.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@classifier_eval_options
 @click.pass_context
 def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, set_ref, device, batch_size,
-             plot, as_json) -> None:
+             plot, as_json, classifier, truth, pseudo_set) -> None:
     """Zero-shot classification and retrieval, the same protocol every time.
 
     \b
@@ -171,11 +185,21 @@ def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, se
       trainer eval --model runs/ads-s1 --label-set esc50 --audio-where "source = 'esc50' and fold = 5" \\
           --plot esc50.png
       trainer eval --model student_v2 --retrieval --set ds@2 --json
+      trainer eval --classifier runs/clf --audio-where "source = 'scenes'" --truth ground_truth.csv \\
+          --pseudo-set scenes_pl
     """
     from trainer import evaluate as ev
+    from trainer.classify_cli import run_classifier_eval
     from trainer.runtime import pick_device
 
     store = ctx.obj["store"]
+    if classifier:
+        return run_classifier_eval(store, classifier, audio_where, truth, pseudo_set, batch_size, device, plot,
+                                   as_json)
+    if truth or pseudo_set:
+        raise ParameterError("--truth and --pseudo-set go with --classifier")
+    if not model:
+        raise ParameterError("pass --model (zero-shot / retrieval) or --classifier (a classifier checkpoint)")
     if not (label_set or labels or retrieval):
         raise ParameterError("nothing to evaluate: pass --label-set / --labels (zero-shot) or --retrieval")
     if set_ref and not retrieval:

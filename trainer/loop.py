@@ -283,7 +283,9 @@ class _RunContext:
                        "mean_loss_last_100": float(np.mean(losses[-100:])) if losses else None,
                        "skipped_clips": len(skipped), "skipped_clip_ids": skipped[:1000], "eval": evaluation}
             save_checkpoint(self.cfg.out, self.student, {**self.meta, "epoch": epoch, "metrics": metrics,
-                            "saved_at": datetime.now(timezone.utc).isoformat()}, self.optimizer, self.scheduler, step)
+                            "saved_at": datetime.now(timezone.utc).isoformat()}, self.optimizer, self.scheduler, step,
+                            # the batch order is a pure function of (seed, step): this is its whole state
+                            extra_state={"data_order": {"seed": self.cfg.seed, "next_step": step}})
         if self.rt.world > 1:
             dist.barrier()
 
@@ -317,10 +319,10 @@ class _RunContext:
                 self.summary["losses"].append(loss_value)
             if step % cfg.log_every == 0 or step == total:
                 self._log(window, step, epoch, kind, on_step)
-            if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
-                return self._result(step, total, loss_value, stopped=True)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                 self.save(step, epoch)
+            if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
+                return self._result(step, total, loss_value, stopped=True)
         if step > start:
             self.save(step, max(0, (step - 1) // plan.steps_per_epoch))
         return self._result(step, total, loss_value, stopped=False)

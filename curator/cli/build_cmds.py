@@ -245,3 +245,9 @@ def guard(ctx, model_name, pool_where, eval_where, threshold, device):
 
 
 COMMANDS = (build, pseudo_label, guard)
+
+# Scene workflow: round-0 labelled sets and labelled + pseudo-labelled unions (curator/labelled.py).
+from curator.cli.labelled_cmds import labelled_cmd, union_cmd  # noqa: E402
+
+build.add_command(labelled_cmd)
+build.add_command(union_cmd)

@@ -38,7 +38,7 @@ VOCAB = {
                ("calls out", "calling out")],
         places=["in the trees", "in a garden", "in the forest", "in the park", "at dawn", ""]),
     "alarm beep": dict(
-        nouns=["alarm", "alarm clock", "smoke alarm", "beeping alarm", "electronic alarm", "timer alarm"],
+        nouns=["alarm", "alarm clock", "smoke alarm", "fire alarm", "electronic alarm", "timer alarm"],
         verbs=[("beeps", "beeping"), ("beeps repeatedly", "beeping repeatedly"), ("rings", "ringing"),
                ("goes off", "going off")],
         places=["in the kitchen", "in a building", "in the bedroom", "from a machine", ""]),
@@ -56,7 +56,7 @@ VOCAB = {
                ("reads a sentence aloud", "reading a sentence aloud")],
         places=["in a quiet room", "into a microphone", "on the radio", ""]),
 }
-MASS = {"rain", "rainfall", "drizzle", "downpour", "water"}
+MASS = {"rain", "rainfall", "drizzle", "water"}
 
 _SINGLE = [
     "{NP} {v}{place}", "{NP} {v}{place}", "{NP} {ving}{place}", "the sound of {NP} {ving}{place}",

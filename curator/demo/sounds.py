@@ -108,7 +108,7 @@ def rain(rng, n, sr):
     wave = hiss * (0.35 if heavy else 0.12) + dsp.unit_rms(pops) * 0.25
     if heavy:
         return wave, {"adjs": ["heavy"], "verbs": [("pours down", "pouring down")], "nouns": ["downpour"]}
-    return wave, {"adjs": ["light", "gentle"], "verbs": [("drizzles", "drizzling")], "nouns": ["drizzle"]}
+    return wave, {"adjs": ["light", "gentle"], "verbs": [("patters softly", "pattering softly")], "nouns": ["drizzle"]}
 
 
 def clock(rng, n, sr):
