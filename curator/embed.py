@@ -201,6 +201,8 @@ def _decode(item: tuple[str, str], teacher, long_rule: str):
 
 def _embed_windows(teacher, windows: list[np.ndarray], batch_size: int) -> np.ndarray:
     """Embed each clip's windows (chunked by batch_size) and average them per clip."""
+    if not windows:
+        return np.empty((0, teacher.dim), np.float32)
     counts = np.array([w.shape[0] for w in windows])
     stacked = np.concatenate(windows)
     parts = [teacher.embed_audio(stacked[i:i + batch_size]) for i in range(0, len(stacked), batch_size)]
@@ -211,30 +213,41 @@ def _embed_windows(teacher, windows: list[np.ndarray], batch_size: int) -> np.nd
     return (means / np.linalg.norm(means, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
 
 
+def _isolating(embed_fn, ids: list[str], payloads: list, uris: list, dim: int, model_id: str):
+    """Embed a batch; if it raises, embed item by item so only the item that breaks fails."""
+    try:
+        return ids, embed_fn(payloads), []
+    except Exception:  # a model error on one odd input must not cost the rest of the batch
+        pass
+    good_ids, good, failures = [], [], []
+    for item_id, payload, uri in zip(ids, payloads, uris):
+        try:
+            good.append(embed_fn([payload]))
+            good_ids.append(item_id)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            failures.append({"item_id": item_id, "uri": uri,
+                             "message": f"{model_id}: {exc.__class__.__name__}: {reason}"})
+    return good_ids, (np.concatenate(good) if good else np.empty((0, dim), np.float32)), failures
+
+
 def _audio_batch(teacher, batch, decoded, batch_size, model_id):
-    ids, windows, failures = [], [], []
+    ids, windows, uris, failures = [], [], [], []
     for (item_id, uri), (win, err) in zip(batch, decoded):
         if err is not None:
             failures.append({"item_id": item_id, "uri": uri, "message": err})
         else:
             ids.append(item_id)
             windows.append(win)
-    if not ids:
-        return ids, np.empty((0, teacher.dim), np.float32), failures
-    try:
-        return ids, _embed_windows(teacher, windows, batch_size), failures
-    except Exception:  # isolate the clip that broke the batch; the others still get vectors
-        good_ids, good = [], []
-        for item_id, win in zip(ids, windows):
-            try:
-                good.append(_embed_windows(teacher, [win], batch_size))
-                good_ids.append(item_id)
-            except Exception as exc:
-                uri = dict(batch)[item_id]
-                failures.append({"item_id": item_id, "uri": uri, "message": f"{model_id}: {exc.__class__.__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''}"})
-        vecs = np.concatenate(good) if good else np.empty((0, teacher.dim), np.float32)
-        return good_ids, vecs, failures
+            uris.append(uri)
+    ids, vecs, more = _isolating(lambda w: _embed_windows(teacher, w, batch_size), ids, windows, uris,
+                                 teacher.dim, model_id)
+    return ids, vecs, failures + more
+
+
+def _text_batch(teacher, batch, model_id):
+    return _isolating(teacher.embed_texts, [b[0] for b in batch], [b[1] for b in batch], [None] * len(batch),
+                      teacher.dim, model_id)
 
 
 def embed_items(store: Store, record: ModelRecord, teacher, modality: str, items: list[tuple[str, str]],
@@ -256,7 +269,7 @@ def embed_items(store: Store, record: ModelRecord, teacher, modality: str, items
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     if modality == "text":
         for batch in batches:
-            writer.write([b[0] for b in batch], teacher.embed_texts([b[1] for b in batch]), [])
+            writer.write(*_text_batch(teacher, batch, record.model_id))
             if progress:
                 progress(len(batch))
     else:

@@ -98,17 +98,23 @@ def _cat(parts, dtype):
 
 
 def _settle_ties(eng: Engine, r: np.ndarray, c: np.ndarray, s: np.ndarray):
-    """Re-score canonically the pairs whose block scores nearly tie within a caption, so ranks
-    follow the canonical order (duplicate clips rank by position, as in the reference)."""
-    order = np.lexsort((c, -s, r))
-    ro, so = r[order], s[order]
-    near = np.flatnonzero((ro[1:] == ro[:-1]) & (np.abs(so[1:] - so[:-1]) <= TIE_BAND))
+    """Sort by (row, score desc, col), re-scoring canonically the pairs whose block scores nearly
+    tie within a caption, so ranks follow the canonical order (duplicate clips rank by position,
+    as in the reference). Returns sorted (r, c, s, 0-based rank)."""
+    order, rank = lexrank(r, c, s)
+    r, c, s = r[order], c[order], s[order]
+    near = np.flatnonzero((r[1:] == r[:-1]) & (np.abs(s[1:] - s[:-1]) <= TIE_BAND))
     if len(near) == 0:
-        return r, c, s
-    idx = order[np.unique(np.r_[near, near + 1])]
+        return r, c, s, rank
+    idx = np.unique(np.r_[near, near + 1])
     s = s.copy()
     s[idx] = eng.canonical(r[idx], c[idx])
-    return r, c, s
+    # Re-sort only inside each run of near-tied neighbours (the rescore moves a score by far less
+    # than the gap to the pairs around the run).
+    run = np.cumsum(np.r_[True, (np.diff(idx) != 1) | (r[idx[1:]] != r[idx[:-1]])])
+    perm = idx[np.lexsort((c[idx], -s[idx], run))]
+    c[idx], s[idx] = c[perm], s[perm]
+    return r, c, s, rank
 
 
 def _topk_select(r, c, s, k):
@@ -134,10 +140,7 @@ def _topk_block(eng: Engine, r0: int, r1: int, t: float, k: int):
     prune_at = max(2 * nb * k, 1 << 16)
     cb = eng.block[1]
     for c0 in range(0, eng.n_cols, cb):
-        if np.isfinite(kth).any():
-            bound = torch.from_numpy(np.maximum(t, kth - tol).astype(np.float32)).to(eng.device)
-        else:
-            bound = t
+        bound = np.maximum(t, kth - tol) if np.isfinite(kth).any() else t
         r, c, s = eng.candidates(eng.scores(r0, r1, c0, min(c0 + cb, eng.n_cols)), bound)
         if len(r) == 0:
             continue
@@ -209,14 +212,15 @@ def _caption_blocks(eng, t, k, rule, max_pairs, progress):
     while r0 < eng.n_rows:
         r1 = min(r0 + step, eng.n_rows)
         if k is None:
-            r, c, s = _settle_ties(eng, *_threshold_block(eng, r0, r1, t, rule))
+            r, c, s, rank = _settle_ties(eng, *_threshold_block(eng, r0, r1, t, rule))
         else:
             r, c, s = _topk_block(eng, r0, r1, t, k)
             if rule is not None:
                 ok = rule.admits(s, r, c)
                 r, c, s = r[ok], c[ok], s[ok]
-        order, rank = lexrank(r, c, s)
-        yield r[order], c[order], s[order].astype(np.float32), (rank + 1).astype(np.int32)
+            order, rank = lexrank(r, c, s)
+            r, c, s = r[order], c[order], s[order]
+        yield r, c, s.astype(np.float32), (rank + 1).astype(np.int32)
         if k is None and len(r) > max_pairs:  # dense output: smaller caption blocks keep memory flat
             step = max(16, int(step * max_pairs / len(r)))
         r0 = r1

@@ -15,6 +15,9 @@ under 0.006, and the margin is 0.01.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
 import numpy as np
 
 import torch
@@ -22,6 +25,11 @@ import torch
 BF16_MARGIN = 0.01
 CPU_BLOCK = (2048, 4096)  # (rows, cols): S is 32 MB, matmul ~90% of peak, compare stays cheap
 GPU_BLOCK = (16384, 65536)
+
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="match-compare")
 
 
 def fp32_margin(dim: int) -> float:
@@ -67,6 +75,7 @@ class Engine:
         mm_dtype = torch.bfloat16 if self.low else torch.float32
         self._buf = torch.empty(self.block[0] * self.block[1], dtype=mm_dtype, device=self.device)
         self._mask = torch.empty(self.block[0] * self.block[1], dtype=torch.bool, device=self.device)
+        self._mask_np = self._mask.numpy() if self.device.type == "cpu" else None
 
     @property
     def n_rows(self) -> int:
@@ -82,15 +91,23 @@ class Engine:
         torch.mm(self._rows_mm[r0:r1], self._cols_mm[c0:c1].t(), out=out)
         return out
 
-    def candidates(self, s: torch.Tensor, bound: torch.Tensor | float):
-        """Local (r, c, block score as float32 numpy) of entries >= bound - margin."""
-        mask = self._mask[: s.numel()].view(s.shape)
-        # The comparison runs in the block's dtype; bf16 rounds the bound by up to 2^-9, so widen by 2^-8.
+    def candidates(self, s: torch.Tensor, bound: np.ndarray | float):
+        """Local (r, c, block score as float32 numpy) of entries >= bound - margin.
+
+        `bound` is a scalar or one float per row. On CPU the compare runs in numpy (SIMD compare +
+        flatnonzero took ~5 ms per 8M scores against ~20 ms for torch.ge + nonzero), split over
+        threads because numpy releases the GIL there.
+        """
+        # bf16 rounds the bound by up to 2^-9 in the compare, so widen the band by 2^-8.
         slack = self.margin + (2.0 ** -8 if self.low else 0.0)
-        if isinstance(bound, torch.Tensor):
-            torch.ge(s, (bound - slack).to(s.dtype)[:, None], out=mask)
+        lo = np.asarray(bound, dtype=np.float64) - slack
+        if self.device.type == "cpu" and not self.low:
+            return self._candidates_np(s.numpy(), lo)
+        mask = self._mask[: s.numel()].view(s.shape)
+        if lo.ndim:
+            torch.ge(s, torch.from_numpy(lo.astype(np.float32)).to(s.device, s.dtype)[:, None], out=mask)
         else:
-            torch.ge(s, bound - slack, out=mask)
+            torch.ge(s, float(lo), out=mask)
         idx = mask.nonzero()
         if idx.shape[0] == 0:
             empty = np.empty(0, np.int64)
@@ -98,6 +115,26 @@ class Engine:
         r, c = idx[:, 0], idx[:, 1]
         vals = s[r, c].float()
         return r.cpu().numpy(), c.cpu().numpy(), vals.cpu().numpy()
+
+    def _candidates_np(self, a: np.ndarray, lo: np.ndarray):
+        n_rows, n_cols = a.shape
+        mask = self._mask_np[: a.size].reshape(a.shape)
+        lo32 = lo.astype(np.float32)
+
+        def part(span):
+            r0, r1 = span
+            bound = lo32[r0:r1, None] if lo32.ndim else lo32
+            np.greater_equal(a[r0:r1], bound, out=mask[r0:r1])
+            return np.flatnonzero(mask[r0:r1]) + r0 * n_cols
+
+        threads = min(torch.get_num_threads(), max(1, n_rows // 64))
+        if threads > 1:
+            edges = np.linspace(0, n_rows, threads + 1).astype(int)
+            flat = np.concatenate(list(_pool(threads).map(part, zip(edges[:-1], edges[1:]))))
+        else:
+            flat = part((0, n_rows))
+        r, c = np.divmod(flat, n_cols)
+        return r, c, a.reshape(-1)[flat]
 
     def _pairwise(self, ri: np.ndarray, ci: np.ndarray, dtype: torch.dtype) -> np.ndarray:
         return pairwise(self.rows, self.cols, ri, ci, dtype)

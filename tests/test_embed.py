@@ -63,9 +63,12 @@ def _curator_proc(store_uri, *args, env=None):
 def test_embed_audio_and_texts(cli, store, store_uri, tiny_clap, tone, tmp_path):
     paths = _setup(cli, store, tiny_clap, tone, tmp_path, 7, long_every=3)
     assert cli.curator("ingest", "labels", "--label-set", "demo", "--label", "siren", "--label", "dog bark").code == 0
+    first = cli.curator("embed", "--model", "tiny", "--audio", "--where", "uri like '%.flac'")
+    assert first.code == 0 and "embedded 2 clips" in first.output, first.output
     result = cli.curator("embed", "--model", "tiny", "--batch-size", "3")
     assert result.code == 0, result.output
-    assert "embedded 7 clips" in result.output and "embedded 2 texts" in result.output
+    assert "embedded 5 clips" in result.output and "2 already done" in result.output
+    assert "embedded 2 texts" in result.output
     audio = _emb(store_uri)
     vecs = np.asarray(audio.column("vector").to_pylist(), np.float32)
     assert vecs.shape == (7, PROJECTION_DIM) and audio.schema.field("vector").type.list_size == PROJECTION_DIM

@@ -19,7 +19,7 @@ from trainer.evaluate import evaluate_zero_shot, eval_clips
 from trainer.models import build_student, load_student
 from trainer_fixtures import CLASSES, TINY_STUDENT, make_clips, write_audio_texts, write_set
 
-STEPS = 40  # 32 clips, batch 16: 2 steps per epoch
+STEPS = 60  # 32 clips, batch 16: 2 steps per epoch
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     out = root / "run"
     r = cli.trainer("fit", "--set", "pairs", "--student-config", json.dumps(TINY_STUDENT), "--batch-size", "16",
                     "--epochs", str(STEPS // 2), "--lr", "3e-3", "--warmup-steps", "4", "--log-every", "5",
-                    "--checkpoint-every", "20", "--cache-mb", "16", "--eval-label-set", "tones",
+                    "--checkpoint-every", str(STEPS // 2), "--cache-mb", "16", "--eval-label-set", "tones",
                     "--eval-where", "source = 'test'", "--out", out)
     assert r.code == 0, r.output
     return {"cli": cli, "store": store_uri, "out": out, "init": init, "clips": clips, "root": root}
@@ -73,7 +73,7 @@ def test_checkpoint_and_metrics_record_the_run(trained):
     assert train[-1]["lr"] < train[0]["lr"]  # cosine decay after warm-up
     assert train[-1]["loss"] < train[0]["loss"]
     evals = [r for r in rows if "eval" in r]
-    assert [r["step"] for r in evals] == [20, STEPS] and 0 <= evals[-1]["eval"]["accuracy"] <= 1
+    assert [r["step"] for r in evals] == [STEPS // 2, STEPS] and 0 <= evals[-1]["eval"]["accuracy"] <= 1
     student = load_student(out)
     assert student.dim == 32 and student.window_samples == 16000
 

@@ -35,7 +35,11 @@ def query_store(store_uri: str, sql: str, params: list | None = None) -> pa.Tabl
     try:
         for name in names:
             if name in sql:
-                con.register(name, db.open_table(name).to_arrow())
+                table = db.open_table(name)
+                try:  # a Lance dataset is scanned lazily with projection pushdown; Arrow is the fallback
+                    con.register(name, table.to_lance())
+                except Exception:
+                    con.register(name, table.to_arrow())
         result = con.sql(sql, params=params) if params else con.sql(sql)
         return result.to_arrow_table() if result is not None else pa.table({})
     except duckdb.Error as exc:

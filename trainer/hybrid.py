@@ -164,18 +164,23 @@ def hybrid_step_loss(step_model: nn.Module, cfg: HybridConfig, rows: SceneRows, 
         waves, targets, _, _ = _mix(waves, y, n_classes, cfg.mixup_alpha, np.random.default_rng([cfg.seed, step, 5]))
     tokens = None
     if cfg.lam > 0:
-        tokens = {k: v.to(device) for k, v in tokenize([rows.captions[i] for i in idx]).items()}
+        # Identical captions embed identically: encode each distinct one once, then expand to rows.
+        unique, where = np.unique(rows.groups[idx], return_inverse=True)
+        first = [int(idx[np.flatnonzero(where == u)[0]]) for u in range(len(unique))]
+        tokens = {k: v.to(device) for k, v in tokenize([rows.captions[i] for i in first]).items()}
     sel = torch.from_numpy(idx)
     audio, logits, text, scale = step_model(waves, city_t[sel].to(device), time_t[sel].to(device), tokens)
     logits = logits.float()
     if text is not None:
+        text = text[torch.from_numpy(where).to(device)]
         groups = torch.from_numpy(rows.groups[idx]).to(device)
         contrastive = multi_positive_loss(audio.float(), text.float(), groups, scale.float())
     else:
         contrastive = torch.zeros((), device=device)
     loss = hybrid_loss(logits, targets, contrastive, cfg.lam)
     acc = float((logits.argmax(1) == y).float().mean())
-    return loss, {"ce": float(loss.detach() - cfg.lam * contrastive.detach()), "contrastive": float(contrastive),
+    contrastive_value = float(contrastive.detach())
+    return loss, {"ce": float(loss.detach()) - cfg.lam * contrastive_value, "contrastive": contrastive_value,
                   "train_accuracy": acc}
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from schemas.errors import ParameterError, TrainingError
 from schemas.sets import connect
 from trainer.checkpoint import load_train_state, read_checkpoint, restore_rng, save_checkpoint
-from trainer.data import MAIN, BatchPlan, ClipRows, SetSource, make_loader, open_set
+from trainer.data import BatchPlan, ClipRows, SetSource, make_loader, open_set
 from trainer.evaluate import DEFAULT_TEMPLATE
 from trainer.losses import DEFAULT_TAU_S, clap_loss, multi_positive_loss, soft_label_loss
 from trainer.runtime import Runtime, build_or_load_student, eval_hook, setup_runtime
@@ -81,6 +81,8 @@ class FitConfig:
             raise ParameterError("--warmup-steps, --checkpoint-every and --num-workers must be >= 0")
         if self.replay_ratio and not self.replay_ref:
             raise ParameterError("--replay-ratio needs --replay REF")
+        if self.eval_where and not self.eval_label_set:
+            raise ParameterError("--eval-where needs --eval-label-set (the classes to evaluate)")
 
 
 @dataclass

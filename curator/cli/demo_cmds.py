@@ -96,4 +96,54 @@ def scenes_cmd(out, clips, labelled_fraction, seed, seconds, sample_rate, force)
     click.echo(f"wrote {out} (scenes.csv, ground_truth.csv, labels.txt, manifest.json)")
 
 
+@demo.command("report")
+@click.argument("demo_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--aggregate", is_flag=True, help="Fold several demo folders (seeds) into mean ± std.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Report folder (default DEMO_DIR/report; with --aggregate: required).")
+def report_cmd(demo_dirs, aggregate, out):
+    """Print the comparison table of a demo run and write its report folder.
+
+    Reads DEMO_DIR/evals/<model>.json (`trainer eval --json`), runs/<model>/ (checkpoint.json,
+    metrics.jsonl), sweep.png, the store's sets and corpus/ground_truth.csv; writes report.md,
+    report.json, sweep.png, curves.png and per_class.png. With --aggregate, reads each
+    DEMO_DIR/report/report.json (or builds it) and writes aggregate.md / aggregate.json.
+
+    \b
+    Examples:
+      curator demo report ./demo_out
+      curator demo report --aggregate demo_s0 demo_s1 demo_s2 --out experiment
+    """
+    import json
+    from pathlib import Path
+
+    from curator.demo import report
+    from schemas.errors import ParameterError
+
+    if not aggregate:
+        if len(demo_dirs) != 1:
+            raise ParameterError("report: give one DEMO_DIR (or --aggregate with several)")
+        data = report.collect(demo_dirs[0])
+        md = report.write_report(data, out or Path(demo_dirs[0]) / "report")
+        click.echo(report.table(data["models"]))
+        click.echo("")
+        for c in data["claims"]:
+            click.echo(f"{c['claim']}: {'yes' if c['holds'] else 'no'}")
+        click.echo(f"report: {md}")
+        return
+    if not out:
+        raise ParameterError("report --aggregate: --out is required")
+    reports = []
+    for d in demo_dirs:
+        saved = Path(d) / "report" / "report.json"
+        reports.append(json.loads(saved.read_text()) if saved.exists() else report.collect(d))
+    agg = report.aggregate(reports)
+    md = report.write_aggregate(agg, out)
+    click.echo(report.aggregate_table(agg))
+    click.echo("")
+    for c in agg["claims"]:
+        click.echo(f"{c['claim']}: held on {c['held']}/{c['of']} seeds")
+    click.echo(f"report: {md}")
+
+
 COMMANDS = [demo]
