@@ -135,6 +135,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     rows, feats = [], {}
+    args.load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tiny = make_tiny_clap(tmp / "tiny")
@@ -159,8 +160,8 @@ def write_report(args, rows, feats) -> None:
     lines = ["## Embedding: decode + resample + log-mel + forward", "",
              f"Machine: {args.machine} ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
              f"{torch.get_num_threads()} torch threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
-             "the machine was shared with other jobs, so absolute numbers are noisy; ratios are measured "
-             "side by side in one run. Random weights (speed only). Produced by `scripts/bench_embed.py`.", "",
+             f"load average {args.load:.1f} at the start (the machine was shared with other jobs, so absolute "
+             "numbers are noisy; ratios are measured side by side in one run). Random weights (speed only). Produced by `scripts/bench_embed.py`.", "",
              "| model | params | clips | clip | ours clips/s | HF numpy extractor path clips/s | ratio |",
              "|---|---|---|---|---|---|---|"]
     for name, params, n, clip, ours, hf in rows:

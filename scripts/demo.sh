@@ -43,9 +43,16 @@ fi
 find "$OUT" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
 touch "$OUT/.demo_out"
 
-# Creates .venv on first use and puts curator / trainer on PATH.
-# shellcheck source=scripts/setup_env.sh
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+# Creates .venv on first use and puts curator / trainer on PATH. CURATOR_DEMO_NO_SETUP=1 uses the
+# curator / trainer already on PATH instead (the end-to-end test runs inside its own environment).
+if [ "${CURATOR_DEMO_NO_SETUP:-0}" = 1 ]; then
+  command -v curator >/dev/null && command -v trainer >/dev/null \
+    || { echo "error: CURATOR_DEMO_NO_SETUP=1 but curator / trainer are not on PATH" >&2; exit 2; }
+  export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+else
+  # shellcheck source=scripts/setup_env.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+fi
 
 # One store for the whole tour: every command below reads and writes it.
 export CURATOR_STORE="$OUT/store"

@@ -211,7 +211,7 @@ def fit_hybrid(cfg: HybridConfig, on_step: Callable[[dict], None] | None = None)
 def _fit(cfg: HybridConfig, rt, on_step) -> dict:
     from schemas.sets import connect
     from trainer.checkpoint import read_checkpoint, save_checkpoint
-    from trainer.data import BatchPlan, ClipRows, make_loader, open_set
+    from trainer.data import BatchPlan, open_set
     from trainer.loop import WarmupCosine, _param_groups
 
     out = Path(cfg.out)
@@ -227,63 +227,12 @@ def _fit(cfg: HybridConfig, rt, on_step) -> dict:
     head_cfg = ClassifierConfig(classes=classes, cities=city_vocabulary(rows.cities), fuse_metadata=cfg.fuse_metadata,
                                 hidden=cfg.head_hidden, context_template=cfg.context_template, lam=cfg.lam)
     model = SceneClassifier(student, head_cfg).to(rt.device).train()
-    city_t, time_t = model.metadata_tensors(rows.cities, rows.times)
     plan = BatchPlan(rows.table.num_rows, 0, cfg.batch_size, rt.world, 0.0, cfg.seed)
     total = plan.steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup_steps, total))
-    step_model = _Step(model)
-    if rt.world > 1:
-        step_model = nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, find_unused_parameters=True)
-    data = ClipRows([rows.table], student.sample_rate, student.window_samples, train=True, seed=cfg.seed,
-                    cache_bytes=cfg.cache_mb << 20)
-    loader = make_loader(data, plan, 0, total, rt.rank, cfg.num_workers, cfg.seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if rt.device.type == "cuda" else contextlib.nullcontext()
     out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-    step, window, skipped, last = 0, [], set(), None
-    tick = time.perf_counter()
-    for batch in loader:
-        skipped.update(e["audio_id"] for e in batch["errors"])
-        n = batch["n"]
-        if rt.world > 1:
-            t = torch.tensor([n], device=rt.comm_device)
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-            n = int(t.item())
-        step += 1
-        if n < 2:  # nothing (or a single clip: no contrastive batch) survived decoding
-            scheduler.step()
-            continue
-        with autocast:
-            loss, parts = hybrid_step_loss(step_model, cfg, rows, batch, n, len(classes), city_t, time_t,
-                                           rt.device, step, student.tokenize)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingError(f"hybrid loss is {value} at step {step}; stopped, nothing saved; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        with torch.no_grad():
-            student.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
-        last = value
-        window.append({"loss": value, **parts})
-        if step % cfg.log_every == 0 or step == total:
-            row = {"step": step, "epoch": (step - 1) // plan.steps_per_epoch, "lr": scheduler.get_last_lr()[0],
-                   "step_time_s": (time.perf_counter() - tick) / len(window),
-                   **{k: float(np.mean([w[k] for w in window])) for k in window[0]}}
-            if rt.rank == 0:
-                with open(metrics_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                if on_step:
-                    on_step(row)
-            window, tick = [], time.perf_counter()
-    if step == 0:
-        raise TrainingError("no training step ran")
+    step, last, skipped = _train(cfg, rt, model, rows, plan, optimizer, scheduler, on_step)
     hp = {k: v for k, v in asdict(cfg).items() if k not in ("store", "out")}
     summary = {"out": str(out), "step": step, "total_steps": total, "final_loss": last, "classes": classes,
                "cities": head_cfg.cities, "rows": rows.table.num_rows, "skipped_clips": len(skipped)}
@@ -296,3 +245,66 @@ def _fit(cfg: HybridConfig, rt, on_step) -> dict:
     if rt.rank == 0:
         save_checkpoint(out, model, meta, optimizer, scheduler, step)
     return summary
+
+
+def _min_over_ranks(n: int, rt) -> int:
+    if rt.world == 1:
+        return n
+    t = torch.tensor([n], device=rt.comm_device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return int(t.item())
+
+
+def _train(cfg: HybridConfig, rt, model: SceneClassifier, rows: SceneRows, plan, optimizer, scheduler, on_step):
+    """The step loop; returns (steps run, last loss, ids of clips that failed to decode)."""
+    from trainer.data import ClipRows, make_loader
+
+    student = model.student
+    city_t, time_t = model.metadata_tensors(rows.cities, rows.times)
+    total = plan.steps_per_epoch * cfg.epochs
+    step_model = _Step(model)
+    if rt.world > 1:
+        step_model = nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, find_unused_parameters=True)
+    data = ClipRows([rows.table], student.sample_rate, student.window_samples, train=True, seed=cfg.seed,
+                    cache_bytes=cfg.cache_mb << 20)
+    loader = make_loader(data, plan, 0, total, rt.rank, cfg.num_workers, cfg.seed)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if rt.device.type == "cuda" else contextlib.nullcontext()
+    metrics = Path(cfg.out) / "metrics.jsonl"
+    metrics.unlink(missing_ok=True)
+    step, window, skipped, last, tick = 0, [], set(), None, time.perf_counter()
+    for batch in loader:
+        skipped.update(e["audio_id"] for e in batch["errors"])
+        n = _min_over_ranks(batch["n"], rt)
+        step += 1
+        if n < 2:  # nothing (or a single clip: no contrastive batch) survived decoding
+            scheduler.step()
+            continue
+        with autocast:
+            loss, parts = hybrid_step_loss(step_model, cfg, rows, batch, n, len(model.classes), city_t, time_t,
+                                           rt.device, step, student.tokenize)
+        last = float(loss.detach())
+        if not math.isfinite(last):
+            raise TrainingError(f"hybrid loss is {last} at step {step}; stopped, nothing saved; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            student.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+        window.append({"loss": last, **parts})
+        if step % cfg.log_every == 0 or step == total:
+            row = {"step": step, "epoch": (step - 1) // plan.steps_per_epoch, "lr": scheduler.get_last_lr()[0],
+                   "step_time_s": (time.perf_counter() - tick) / len(window),
+                   **{k: float(np.mean([w[k] for w in window])) for k in window[0]}}
+            if rt.rank == 0:
+                with open(metrics, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                if on_step:
+                    on_step(row)
+            window, tick = [], time.perf_counter()
+    if step == 0:
+        raise TrainingError("no training step ran")
+    return step, last, skipped
