@@ -20,7 +20,7 @@ import numpy as np
 
 import torch
 
-from curator.match_engine import Engine, lexrank, swapped
+from curator.match_engine import Engine, blas_threads, lexrank, swapped
 from schemas.errors import MixedModelsError, ParameterError
 from schemas.validate import check_threshold
 
@@ -198,13 +198,14 @@ def match_blocks(text_vecs: np.ndarray, audio_vecs: np.ndarray, threshold: float
     check_arrays(text_vecs, audio_vecs)
     if len(text_vecs) == 0 or len(audio_vecs) == 0:
         return
-    eng = Engine(text_vecs, audio_vecs, device=device, precision=precision, block=block)
-    prev_flag = _bf16_reductions_off(eng)
-    try:
-        rule = column_rule(eng, t, top_k) if top_k and per in ("audio", "both") else None
-        yield from _caption_blocks(eng, t, top_k if per in ("text", "both") else None, rule, max_pairs, progress)
-    finally:
-        _restore_bf16(prev_flag)
+    with blas_threads():
+        eng = Engine(text_vecs, audio_vecs, device=device, precision=precision, block=block)
+        prev_flag = _bf16_reductions_off(eng)
+        try:
+            rule = column_rule(eng, t, top_k) if top_k and per in ("audio", "both") else None
+            yield from _caption_blocks(eng, t, top_k if per in ("text", "both") else None, rule, max_pairs, progress)
+        finally:
+            _restore_bf16(prev_flag)
 
 
 def _caption_blocks(eng, t, k, rule, max_pairs, progress):

@@ -15,7 +15,7 @@ import pyarrow as pa
 import torch
 
 from curator.match import check_arrays
-from curator.match_engine import Engine
+from curator.match_engine import Engine, blas_threads
 from schemas.errors import ParameterError
 from schemas.validate import check_threshold
 
@@ -39,6 +39,25 @@ def parse_thresholds(spec: str) -> list[float]:
     return sorted({check_threshold(v) for v in values})
 
 
+def _score_pass(eng: Engine, ts: np.ndarray, best: np.ndarray, counts: np.ndarray, progress) -> None:
+    """Fill `best` (each caption's best score) and `counts` (scores per threshold bucket) in place."""
+    edges = torch.tensor(ts, dtype=torch.float32, device=eng.device)
+    lo = float(ts[0])
+    for r0 in range(0, eng.n_rows, eng.block[0]):
+        r1 = min(r0 + eng.block[0], eng.n_rows)
+        row_best = torch.full((r1 - r0,), -float("inf"), device=eng.device)
+        for c0 in range(0, eng.n_cols, eng.block[1]):
+            s = eng.scores(r0, r1, c0, min(c0 + eng.block[1], eng.n_cols))
+            torch.maximum(row_best, s.amax(1), out=row_best)
+            vals = s.masked_select(s >= lo)
+            if vals.numel():
+                idx = torch.bucketize(vals, edges, right=True)
+                counts += torch.bincount(idx, minlength=len(ts) + 1).cpu().numpy()
+        best[r0:r1] = row_best.cpu().numpy()
+        if progress:
+            progress(r1, eng.n_rows)
+
+
 def sweep(text_vecs: np.ndarray, audio_vecs: np.ndarray, thresholds, bins: int = 50, device: str = "auto",
           block=None, progress=None) -> dict:
     """Pair counts per threshold, captions with >= 1 match, and each caption's best score.
@@ -54,22 +73,9 @@ def sweep(text_vecs: np.ndarray, audio_vecs: np.ndarray, thresholds, bins: int =
     best = np.full(n_t, -np.inf, dtype=np.float32)
     counts = np.zeros(len(ts) + 1, dtype=np.int64)  # counts[i]: scores in [ts[i-1], ts[i])
     if n_t and n_a:
-        eng = Engine(text_vecs, audio_vecs, device=device, precision="fp32", block=block)
-        edges = torch.tensor(ts, dtype=torch.float32, device=eng.device)
-        lo = float(ts[0])
-        for r0 in range(0, n_t, eng.block[0]):
-            r1 = min(r0 + eng.block[0], n_t)
-            row_best = torch.full((r1 - r0,), -float("inf"), device=eng.device)
-            for c0 in range(0, n_a, eng.block[1]):
-                s = eng.scores(r0, r1, c0, min(c0 + eng.block[1], n_a))
-                torch.maximum(row_best, s.amax(1), out=row_best)
-                vals = s.masked_select(s >= lo)
-                if vals.numel():
-                    idx = torch.bucketize(vals, edges, right=True)
-                    counts += torch.bincount(idx, minlength=len(ts) + 1).cpu().numpy()
-            best[r0:r1] = row_best.cpu().numpy()
-            if progress:
-                progress(r1, n_t)
+        with blas_threads():
+            _score_pass(Engine(text_vecs, audio_vecs, device=device, precision="fp32", block=block),
+                        ts, best, counts, progress)
     at_least = np.cumsum(counts[::-1])[::-1][1:]  # pairs with score >= ts[i]
     matched = np.array([(best >= t).sum() for t in ts.astype(np.float32)], dtype=np.int64)
     total = max(n_t * n_a, 1)

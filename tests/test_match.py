@@ -163,7 +163,7 @@ def test_ann_recall_and_index_reuse(tmp_path):
     store = Store.open(str(tmp_path / "store"))
     audio = clustered(3000, DIM, n_clusters=30, seed=11)
     text = clustered(400, DIM, n_clusters=30, seed=12)
-    write_model(store, "annm", text, audio, with_rows=False)
+    write_model(store, "annm", text, audio)
     scores = text.astype(np.float64) @ audio.astype(np.float64).T
     thr = float(np.quantile(scores, 0.99))
     first = run_match(store, "annm", thr, 10, method="ann", run_name="ann1", ann={"recall_sample": 100})
@@ -177,6 +177,13 @@ def test_ann_recall_and_index_reuse(tmp_path):
     assert all(s >= thr - 1e-6 and 1 <= rank <= 10 for s, rank in got.values())
     second = run_match(store, "annm", thr, 10, method="ann", run_name="ann2")
     assert second.params["ann"]["built"] is False and second.params["ann"]["index"] == first.params["ann"]["index"]
+    # A clip filter becomes a LanceDB prefilter: same pairs as exact on the filtered pool.
+    ann_f = run_match(store, "annm", thr, 5, method="ann", run_name="ann_f", audio_where="split = 'test'")
+    exact_f = run_match(store, "annm", thr, 5, method="exact", run_name="exact_f", audio_where="split = 'test'")
+    assert ann_f.n_audio == exact_f.n_audio == 600 and ann_f.recall >= 0.95
+    assert all(j % 5 == 0 for _, j in ((a, int(b.split(":a")[1])) for a, b in candidates_of(store, "ann_f")))
+    both = candidates_of(store, "ann_f").keys() & candidates_of(store, "exact_f").keys()
+    assert len(both) >= 0.95 * exact_f.pairs
     with pytest.raises(ParameterError, match="needs --top-k"):
         run_match(store, "annm", thr, None, method="ann", run_name="ann3")
 
