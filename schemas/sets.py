@@ -57,8 +57,14 @@ def content_hash(table: pa.Table) -> str:
     return h.hexdigest()
 
 
+def _table_names(db) -> list[str]:
+    # db.table_names() returns only the first 10 names (a page); list_tables() returns them all.
+    result = db.list_tables()
+    return list(getattr(result, "tables", result))
+
+
 def _catalog_rows(db, name: str) -> list[dict]:
-    if "sets" not in db.table_names():
+    if "sets" not in _table_names(db):
         return []
     rows = db.open_table("sets").to_arrow().to_pylist()
     return [r for r in rows if r["name"] == name]
@@ -69,7 +75,7 @@ def resolve_set(db, ref: str | Ref) -> ResolvedSet:
     r = parse_ref(ref) if isinstance(ref, str) else ref
     rows = _catalog_rows(db, r.name)
     if not rows:
-        known = sorted({row["name"] for row in db.open_table("sets").to_arrow().to_pylist()}) if "sets" in db.table_names() else []
+        known = sorted({row["name"] for row in db.open_table("sets").to_arrow().to_pylist()}) if "sets" in _table_names(db) else []
         hint = f"; known sets: {', '.join(known)}" if known else "; no sets have been built in this store"
         raise RefError(f"set {r.name!r} does not exist{hint}")
     by_version = {int(row["version"]): row for row in rows}

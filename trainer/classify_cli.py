@@ -14,7 +14,8 @@ from schemas.errors import ParameterError
 
 HYBRID_DEFAULTS = {"classes": None, "lam": 0.1, "fuse_metadata": False,
                    "context_template": "{label}, recorded in {city} in the {part_of_day}",
-                   "mixup": False, "mixup_alpha": 1.0, "spec_augment": False, "head_hidden": 256}
+                   "mixup": False, "mixup_alpha": 1.0, "spec_augment": False, "head_hidden": 256,
+                   "balance_classes": False}
 # FitConfig options that the hybrid loop does not use: giving one with --loss hybrid is an error.
 NOT_HYBRID = {"replay_ref": None, "replay_ratio": 0.0, "resume": False, "checkpoint_every": 0, "eval_label_set": None,
               "stop_after": None}
@@ -35,6 +36,8 @@ def hybrid_options(f):
         click.option("--mixup-alpha", type=float, default=1.0, show_default=True, help="Mixup Beta(α, α)."),
         click.option("--spec-augment", is_flag=True, help="SpecAugment time/frequency masks (compact student)."),
         click.option("--head-hidden", type=int, default=256, show_default=True, help="Classifier hidden width."),
+        click.option("--balance-classes", is_flag=True,
+                     help="--loss hybrid: oversample rows so every class is about as frequent as the largest."),
     ]
     for opt in reversed(options):
         f = opt(f)

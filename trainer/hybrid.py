@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +50,7 @@ class HybridConfig:
     mixup_alpha: float = 1.0
     spec_augment: bool = False
     head_hidden: int = 256
+    balance_classes: bool = False
     init: str | None = None
     student: str | None = None
     student_config: dict = field(default_factory=dict)
@@ -127,6 +129,18 @@ def scene_rows(table, classes: list[str], template: str, what: str) -> SceneRows
     index = {c: i for i, c in enumerate(classes)}
     return SceneRows(table, np.array([index[lab] for lab in labels], np.int64), captions,
                      np.array([group_of[c] for c in captions], np.int64), cities, times, skipped)
+
+
+def balance(rows: SceneRows) -> SceneRows:
+    """Oversample each class's rows to about the largest class's count (whole repeats): a pseudo-label
+    round adds mostly the classes the previous model was already sure of, and without this the
+    others are outvoted in the next model."""
+    counts = np.bincount(rows.y)
+    reps = np.where(counts > 0, np.rint(counts.max() / np.maximum(counts, 1)), 0).astype(np.int64)
+    idx = np.repeat(np.arange(len(rows.y)), reps[rows.y])
+    pick = lambda values: [values[i] for i in idx]  # noqa: E731
+    return SceneRows(rows.table.take(pa.array(idx)), rows.y[idx], pick(rows.captions), rows.groups[idx],
+                     pick(rows.cities), pick(rows.times), rows.skipped_unlabelled)
 
 
 class _Step(nn.Module):
@@ -221,6 +235,8 @@ def _fit(cfg: HybridConfig, rt, on_step) -> dict:
     classes = read_classes(cfg.store, cfg.classes)
     main = open_set(connect(cfg.store), cfg.set_ref)
     rows = scene_rows(main.table, classes, cfg.context_template, main.resolved.ref)
+    if cfg.balance_classes:
+        rows = balance(rows)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     student, kind = _student(cfg)
