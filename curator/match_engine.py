@@ -7,6 +7,9 @@ bound it is compared with is decided by the block score (its error is provably b
 only pairs inside the band are re-scored canonically. So fp32, bf16 and DuckDB's double-precision
 reference keep exactly the same pairs.
 
+On CPU the fp32 product runs through torch (MKL) or numpy (OpenBLAS), whichever is faster here
+(timed once per process), into the same zero-copy buffer; on a GPU through torch.
+
 Margins: fp32 matmul error on unit vectors is below d * 2^-24 in the worst case, so the margin is
 max(1e-4, d * 2^-23). bf16 inputs are each off by <= 2^-9 relative, so the product is off by
 <= 2 * 2^-9 * sum|t_i a_i| <= 0.0039 (Cauchy-Schwarz), plus <= 2^-9 for rounding the bf16 result:
@@ -113,6 +116,7 @@ class Engine:
         self._buf = torch.empty(self.block[0] * self.block[1], dtype=mm_dtype, device=self.device)
         self._mask = torch.empty(self.block[0] * self.block[1], dtype=torch.bool, device=self.device)
         self._mask_np = self._mask.numpy() if self.device.type == "cpu" else None
+        self.compare_threads: int | None = None  # default: torch's thread count
         self._np_blas = self.device.type == "cpu" and not self.low and cpu_blas(self.dim, blas) == "numpy"
         if self._np_blas:
             self._rows_np, self._cols_np = self.rows.numpy(), self.cols.numpy()
@@ -170,7 +174,7 @@ class Engine:
             np.greater_equal(a[r0:r1], bound, out=mask[r0:r1])
             return np.flatnonzero(mask[r0:r1]) + r0 * n_cols
 
-        threads = min(torch.get_num_threads(), max(1, n_rows // 64))
+        threads = min(self.compare_threads or torch.get_num_threads(), max(1, n_rows // 64))
         if threads > 1:
             edges = np.linspace(0, n_rows, threads + 1).astype(int)
             flat = np.concatenate(list(_pool(threads).map(part, zip(edges[:-1], edges[1:]))))

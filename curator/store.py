@@ -63,9 +63,14 @@ class Store:
 
     # -- tables ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        result = self.db.list_tables()
-        names = getattr(result, "tables", result)
-        return sorted(names)
+        # list_tables() pages (table_names() silently stops at 10); follow the page token.
+        names, token = [], None
+        while True:
+            result = self.db.list_tables(page_token=token) if token else self.db.list_tables()
+            names.extend(getattr(result, "tables", result))
+            token = getattr(result, "page_token", None)
+            if not token:
+                return sorted(names)
 
     def has(self, name: str) -> bool:
         return name in self.names()

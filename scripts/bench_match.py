@@ -224,7 +224,7 @@ def make_data(a, folder: Path) -> float:
 
 NOTES = """### How the exact matcher gets there
 
-- Caption blocks x streamed clip blocks (`torch.mm` into one reused buffer, default 2048x4096 on
+- Caption blocks x streamed clip blocks (one block product into one reused buffer, default 2048x4096 on
   CPU): memory is one score block plus the kept pairs of one caption block, not the pool size.
 - The threshold test runs in numpy on the torch buffer (zero-copy): SIMD compare + `flatnonzero`
   cost ~5 ms per 8 M scores against ~20 ms for `torch.ge` + `nonzero`; it was the largest overhead.
@@ -235,8 +235,16 @@ NOTES = """### How the exact matcher gets there
   sits within fp32 rounding of the threshold by their own rounding (hence a pair-count difference
   of one or two above).
 - top-k keeps candidates with their block scores and prunes them against each caption's running
-  k-th score; only the survivors are re-scored canonically, so top-k costs little over the plain
-  threshold.
+  k-th score; only the survivors are re-scored canonically (float64 gathers of ~k pairs per
+  caption). That re-score is what top-k costs over the plain threshold: ~35 % more CPU time at
+  100 k clips, falling as the pool grows (it scales with captions x k, the matmul with captions x clips).
+- Load: this run shared 2 cores with other jobs (load average 3-7). An interleaved check on 65 k x 4 k
+  x 512 (same process, alternating) measured our exact at 47-55 GFLOP per CPU-second against 49-54
+  for the plain numpy loop, i.e. equal within the noise; single runs like the table above swing by
+  +-20 %. Rerun on an idle machine before quoting the % of peak.
+- On CPU the block product uses whichever of torch (MKL) and numpy (OpenBLAS) is faster, timed once
+  per process: on these AMD cores OpenBLAS was ~20-30 % faster than MKL. Both write into the same
+  zero-copy buffer; on a GPU it is always torch.
 - ann defaults: IVF_FLAT, ~sqrt(n) partitions (>= 256 clips each), nprobes 16, no index below
   1024 clips (LanceDB's flat scan is exact). IVF_PQ built ~25x slower at 10 k clips and needed
   refine_factor 10 to reach the same recall. On 10 k clips x 2 k captions x 512-d clustered data

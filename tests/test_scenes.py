@@ -154,3 +154,16 @@ def test_sql_view_time_features_equal_trainer_features(tmp_path, cli, store, ton
     assert sum(1 for row in rows if row["labels"]) == 4  # unlabelled rows keep labels = []
     assert math.isclose(query(store, "select count(*) as n from audio_context where weekday = 0").column(0)[0].as_py(),
                         sum(1 for row in rows if row["weekday"] == 0))
+
+
+def test_balance_classes_oversamples_to_the_largest_class():
+    import pyarrow as pa
+
+    from trainer.hybrid import SceneRows, balance
+
+    rows = SceneRows(pa.table({"audio_id": list("abcdef")}), np.array([0, 0, 0, 0, 1, 2]), list("ABCDEF"),
+                     np.arange(6), [None] * 6, [None] * 6, 0)
+    out = balance(rows)
+    assert np.bincount(out.y).tolist() == [4, 4, 4]
+    assert out.table.column("audio_id").to_pylist() == list("abcd") + ["e"] * 4 + ["f"] * 4
+    assert out.captions[4:8] == ["E"] * 4 and out.groups.tolist()[-4:] == [5] * 4

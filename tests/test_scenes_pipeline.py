@@ -41,7 +41,7 @@ def pipeline(tmp_path_factory):
                         "--name", "pl", "--min-confidence", "0.2", "--audio-where",
                         "source = 'scenes' and len(labels) = 0"))
     ok(cli.curator("build", "union", "--name", "r1", "--from", "lab", "--from", "pl"))
-    ok(cli.trainer(*fit, "--set", "r1", "--out", root / "r1"))
+    ok(cli.trainer(*fit, "--set", "r1", "--balance-classes", "--init", root / "r0", "--out", root / "r1"))
     return {"cli": cli, "root": root, "ok": ok, "pl_output": pl}
 
 
