@@ -122,16 +122,20 @@ def parse_time(text: str, where: str) -> datetime | None:
 _FALSY = {"", "0", "false", "no", "n", "f"}
 
 
+def read_csv(path: Path, what: str) -> tuple[list[str], list[dict]]:
+    """Header and rows of a CSV (a UTF-8 BOM, as spreadsheets write it, is tolerated)."""
+    if not path.is_file():
+        raise CuratorError(f"{path}: {what} not found")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
 def read_manifest(csv_path: str | os.PathLike, source: str, split: str | None = None,
                   columns: ManifestColumns | None = None, audio_root: str | os.PathLike | None = None,
                   preset: str | None = None) -> list[ClipSpec]:
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise CuratorError(f"{csv_path}: manifest not found")
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
+    header, rows = read_csv(csv_path, "manifest")
     preset = preset or (None if columns else detect_preset(header))
     root_default = "."
     if preset:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
+from curator.ingest import read_csv
 from curator.store import Store, now
 from schemas.errors import CuratorError, SchemaError
 from schemas.ids import text_id
@@ -47,12 +47,7 @@ def ingest_captions(store: Store, csv_path: str | os.PathLike, source: str,
                     file_column: str | None = None, caption_columns: list[str] | None = None,
                     audio_source: str | None = None) -> TextReport:
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise CuratorError(f"{csv_path}: captions CSV not found")
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
+    header, rows = read_csv(csv_path, "captions CSV")
     file_column = file_column or next((c for c in FILE_COLUMNS if c in header), None)
     if not file_column or file_column not in header:
         raise SchemaError(f"{csv_path}: no file column (tried {', '.join(FILE_COLUMNS)}); "
