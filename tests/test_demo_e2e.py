@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["Teacher", "DU", "DU+SL", "DS", "DS+SL", "ADS", "ADS+SL"]
 NAMES = ["teacher", "du", "du_sl", "ds", "ds_sl", "ads", "ads_sl"]
@@ -38,6 +40,9 @@ def _table_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
+# ~32 CLI processes, each importing torch / transformers / lancedb: about 4-5 CPU-minutes, over the
+# 2-3 minutes a default test may take, so it is marked slow (it still runs unless deselected).
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     r = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), "--quick", "--seed", "3", "--out", str(out)],
