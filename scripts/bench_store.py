@@ -37,28 +37,28 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
-def make_clips(folder: Path, n: int, seconds: float = 1.0, sr: int = 16000) -> None:
+def make_clips(folder: Path, n: int, seconds: float = 1.0, sr: int = 16000, suffix: str = "wav") -> None:
     rng = np.random.default_rng(0)
     base = (0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32)
     for i in range(n):
         sub = folder / f"d{i // 1000:02d}"
         sub.mkdir(parents=True, exist_ok=True)
-        sf.write(sub / f"clip{i:05d}.wav", np.roll(base, i), sr)
+        sf.write(sub / f"clip{i:05d}.{suffix}", np.roll(base, i), sr)
 
 
-def bench_ingest(work: Path, n: int) -> list[str]:
-    clips = work / "clips"
-    make_clips(clips, n)
+def bench_ingest(work: Path, n: int, seconds: float, suffix: str) -> list[str]:
+    clips = work / f"clips_{suffix}"
+    make_clips(clips, n, seconds, suffix=suffix)
     store = Store.open(str(work / "store_ingest"))
     t_ingest, report = timed(lambda: ingest_audio(store, scan_folder(clips, "bench")))
     t_again, _ = timed(lambda: ingest_audio(store, scan_folder(clips, "bench")))
-    files = sorted(clips.rglob("*.wav"))
+    files = sorted(clips.rglob(f"*.{suffix}"))
     import hashlib
 
     # What a script without header reads would do: decode each file fully, and hash it.
     t_decode, _ = timed(lambda: [(sf.read(f)[0].shape, hashlib.sha1(f.read_bytes()).hexdigest()) for f in files])
     return [
-        f"| ingest {n:,} one-second WAV clips (header + sha1 + write) | {n / t_ingest:,.0f} clips/s | {t_ingest:.2f} s |",
+        f"| ingest {n:,} {seconds:g}-second {suffix.upper()} clips (header + sha1 + write) | {n / t_ingest:,.0f} clips/s | {t_ingest:.2f} s |",
         f"| re-ingest the same folder (adds {report.added - n} rows) | {n / t_again:,.0f} clips/s | {t_again:.2f} s |",
         f"| alternative: decode every file fully with soundfile + sha1 (no write) | {n / t_decode:,.0f} clips/s | {t_decode:.2f} s |",
     ]
@@ -105,6 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=10_000)
     ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--flac-clips", type=int, default=2000, help="also ingest this many 10 s FLAC clips")
     ap.add_argument("--out", default="docs/bench/store.md")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_store_"))
@@ -113,7 +114,10 @@ def main() -> None:
                  f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
                  f"{platform.python_version()}; temp folder on local disk.", "",
                  "| what | rate | time |", "|---|---|---|"]
-        lines += bench_ingest(work, args.clips)
+        lines += bench_ingest(work, args.clips, 1.0, "wav")
+        if args.flac_clips:
+            # Compressed, longer clips are where header-only reads pay: decoding is the cost there.
+            lines += bench_ingest(work, args.flac_clips, 10.0, "flac")
         lines += bench_vectors(work, args.rows)
         text = "\n".join(lines) + "\n"
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
