@@ -169,23 +169,43 @@ def vectors_table(ids: list[str], vecs: np.ndarray, schema: pa.Schema) -> pa.Tab
     return pa.Table.from_arrays([pa.array(ids, pa.string()), vec], schema=schema)
 
 
+FLUSH_ROWS = 2048
+FLUSH_SECONDS = 10.0
+
+
 class _Writer:
-    def __init__(self, store: Store, record: ModelRecord, modality: str, summary: EmbedSummary):
+    """Buffers vectors and appends them in large commits: every Lance commit is a version and a
+    fragment, and thousands of 32-row fragments make every later read of the table slow. A crash
+    loses at most the buffer (`flush_rows` rows or `FLUSH_SECONDS` of work), which the rerun redoes."""
+
+    def __init__(self, store: Store, record: ModelRecord, modality: str, summary: EmbedSummary,
+                 flush_rows: int = FLUSH_ROWS):
         self.store, self.record, self.modality, self.summary = store, record, modality, summary
         self.schema = table_schema(record, modality)
+        self.flush_rows = max(1, flush_rows)
+        self._ids: list[str] = []
+        self._vecs: list[np.ndarray] = []
+        self._since = time.perf_counter()
 
     def write(self, ids: list[str], vecs: np.ndarray, failures: list[dict]) -> None:
         ok = np.isfinite(vecs).all(axis=1) if len(ids) else np.zeros(0, bool)
         for i in np.flatnonzero(~ok):
             failures.append({"item_id": ids[i], "uri": None, "message": f"{self.record.model_id}: non-finite vector"})
         if ok.any():
-            keep = [ids[i] for i in np.flatnonzero(ok)]
-            append_retrying(self.store, self.record.table(self.modality), vectors_table(keep, vecs[ok], self.schema),
-                    self.schema)
-            self.summary.embedded += len(keep)
+            self._ids.extend(ids[i] for i in np.flatnonzero(ok))
+            self._vecs.append(vecs[ok])
+            if len(self._ids) >= self.flush_rows or time.perf_counter() - self._since >= FLUSH_SECONDS:
+                self.flush()
         if failures:
             self.store.record_errors([{**f, "stage": "embed"} for f in failures])
             self.summary.failures.extend(failures)
+
+    def flush(self) -> None:
+        if self._ids:
+            data = vectors_table(self._ids, np.concatenate(self._vecs), self.schema)
+            append_retrying(self.store, self.record.table(self.modality), data, self.schema)
+            self.summary.embedded += len(self._ids)
+        self._ids, self._vecs, self._since = [], [], time.perf_counter()
 
 
 # -- the per-shard work ----------------------------------------------------------------------------
@@ -252,7 +272,7 @@ def _text_batch(teacher, batch, model_id):
 
 def embed_items(store: Store, record: ModelRecord, teacher, modality: str, items: list[tuple[str, str]],
                 batch_size: int = 32, long_rule: str = "average", workers: int = 2, progress=None,
-                summary: EmbedSummary | None = None) -> EmbedSummary:
+                summary: EmbedSummary | None = None, flush_rows: int = FLUSH_ROWS) -> EmbedSummary:
     """Embed `items` ((id, uri) clips or (id, text) texts) with `teacher`; append vectors in batches.
 
     `progress(n)` is called after each batch with the number of items it finished.
@@ -265,32 +285,36 @@ def embed_items(store: Store, record: ModelRecord, teacher, modality: str, items
     summary = summary or EmbedSummary(record.model_id, modality, record.table(modality), (0, 1))
     start = time.perf_counter()
     ensure_table(store, record, modality)
-    writer = _Writer(store, record, modality, summary)
+    writer = _Writer(store, record, modality, summary, flush_rows)
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    if modality == "text":
-        for batch in batches:
-            writer.write(*_text_batch(teacher, batch, record.model_id))
-            if progress:
-                progress(len(batch))
-    else:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            # decode batch k+1 on worker threads while the model runs batch k
-            ahead = [pool.submit(_decode, it, teacher, long_rule) for it in batches[0]] if batches else []
-            for k, batch in enumerate(batches):
-                futures = ahead
-                ahead = ([pool.submit(_decode, it, teacher, long_rule) for it in batches[k + 1]]
-                         if k + 1 < len(batches) else [])
-                decoded = [f.result() for f in futures]
-                writer.write(*_audio_batch(teacher, batch, decoded, batch_size, record.model_id))
+    try:
+        if modality == "text":
+            for batch in batches:
+                writer.write(*_text_batch(teacher, batch, record.model_id))
                 if progress:
                     progress(len(batch))
+        else:
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                # decode batch k+1 on worker threads while the model runs batch k
+                ahead = [pool.submit(_decode, it, teacher, long_rule) for it in batches[0]] if batches else []
+                for k, batch in enumerate(batches):
+                    futures = ahead
+                    ahead = ([pool.submit(_decode, it, teacher, long_rule) for it in batches[k + 1]]
+                             if k + 1 < len(batches) else [])
+                    decoded = [f.result() for f in futures]
+                    writer.write(*_audio_batch(teacher, batch, decoded, batch_size, record.model_id))
+                    if progress:
+                        progress(len(batch))
+    finally:
+        # Ctrl-C or a failing batch still keeps every vector computed so far.
+        writer.flush()
     summary.seconds += time.perf_counter() - start
     return summary
 
 
 def embed(store: Store, model: str, modality: str, where: str | None = None, batch_size: int = 32,
           device: str = "auto", shard: tuple[int, int] = (0, 1), long_rule: str = "average",
-          workers: int = 2, amp: bool = False, progress_factory=None) -> EmbedSummary:
+          workers: int = 2, amp: bool = False, progress_factory=None, flush_rows: int = FLUSH_ROWS) -> EmbedSummary:
     """Embed one shard of a modality with a registered model (see the module docstring).
 
     `progress_factory(total, desc)` may return a callable(n) to report progress (the CLI's bar).
@@ -309,7 +333,7 @@ def embed(store: Store, model: str, modality: str, where: str | None = None, bat
     bar = progress_factory(len(items), f"{record.model_id} {modality}") if progress_factory else None
     try:
         return embed_items(store, record, teacher, modality, items, batch_size, long_rule, workers,
-                           bar, summary)
+                           bar, summary, flush_rows)
     finally:
         close = getattr(bar, "close", None)
         if close:

@@ -123,7 +123,7 @@ def test_two_shards_at_once_and_kill_9_then_resume(cli, store, store_uri, tiny_c
     _setup(cli, store, tiny_clap, tone, tmp_path, n)
     all_ids = store.read("audio").column("audio_id").to_pylist()
     victim = _curator_proc(store_uri, "embed", "--model", "tiny", "--audio", "--batch-size", "1", "--workers", "1",
-                           "--shard", "0/2")
+                           "--shard", "0/2", "--flush-rows", "1")  # commit every clip, so a kill lands mid-shard
     other = _curator_proc(store_uri, "embed", "--model", "tiny", "--audio", "--batch-size", "2",
                           env={"RANK": "1", "WORLD_SIZE": "2"})  # torchrun-style default for --shard
     deadline = time.time() + 240

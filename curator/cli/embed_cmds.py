@@ -41,8 +41,10 @@ def _bar_factory(unit: str):
 @click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, type=int,
               help="Decoder threads (decode the next batch while the model runs).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast on CUDA (vectors re-normalised in float32).")
+@click.option("--flush-rows", default=2048, show_default=True, type=int,
+              help="Append vectors to the store every N rows (or every 10 s): fewer, larger Lance commits.")
 @pass_store
-def embed(ctx, model, do_audio, do_texts, where, batch_size, device, shard, long_rule, workers, bf16):
+def embed(ctx, model, do_audio, do_texts, where, batch_size, device, shard, long_rule, workers, bf16, flush_rows):
     """Embed clips and/or texts with a registered model into emb_<model>_audio / emb_<model>_text.
 
     Only items without a vector are embedded, so rerunning after a crash resumes. Clips that fail to
@@ -69,7 +71,7 @@ def embed(ctx, model, do_audio, do_texts, where, batch_size, device, shard, long
     failed = 0
     for modality in modalities:
         summary = run_embed(store, model, modality, where=where, batch_size=batch_size, device=device, shard=spec,
-                            long_rule=long_rule, workers=workers, amp=bf16,
+                            long_rule=long_rule, workers=workers, amp=bf16, flush_rows=flush_rows,
                             progress_factory=_bar_factory("clip" if modality == "audio" else "text"))
         click.echo(summary.line(), err=bool(summary.failures))
         failed += summary.failed
