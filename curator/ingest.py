@@ -58,6 +58,9 @@ class IngestReport:
 def scan_folder(root: str | os.PathLike, source: str, split: str | None = None,
                 labels_from_dirs: bool = False) -> list[ClipSpec]:
     root = Path(root)
+    if root.exists():
+        # Resolve once here: resolving each clip's path costs more than reading its header.
+        root = root.resolve()
     if not root.exists():
         raise CuratorError(f"{root}: no such file or folder")
     if root.is_file():
@@ -145,11 +148,11 @@ def read_manifest(csv_path: str | os.PathLike, source: str, split: str | None = 
         columns = columns or preset_cols
     columns = columns or ManifestColumns()
     if audio_root:
-        root = Path(audio_root)
+        root = Path(audio_root).resolve()
     else:
         # ESC-50 keeps audio in ../audio beside meta/; copies often put audio/ next to the CSV.
         candidates = [csv_path.parent / root_default, csv_path.parent / "audio", csv_path.parent]
-        root = next((c.resolve() for c in candidates if c.is_dir()), csv_path.parent)
+        root = next((c for c in candidates if c.is_dir()), csv_path.parent).resolve()
     for name in [columns.label, columns.fold, columns.split, columns.city, columns.time, columns.audio_id,
                  columns.labelled]:
         if name and name not in header:
@@ -188,7 +191,7 @@ def sha1_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _read_header(path: Path, probe_frames: int = 1024):
+def _read_header(path: Path, probe_frames: int = 256):
     """Open once: header fields, plus a few decoded frames at the start and the end. That catches
     truncated or garbled files for the price of two small reads, without decoding the clip."""
     try:
@@ -196,11 +199,12 @@ def _read_header(path: Path, probe_frames: int = 1024):
             frames, sr, channels, fmt = fh.frames, fh.samplerate, fh.channels, fh.format
             if frames <= 0 or sr <= 0:
                 raise CuratorError("audio header reports no samples")
-            head = fh.read(min(probe_frames, frames), dtype="float32")
+            # buffer_read skips building numpy arrays: we only need to know the frames decode.
+            head = fh.buffer_read(min(probe_frames, frames), dtype="int16")
             tail = head
             if frames > probe_frames:
                 fh.seek(frames - probe_frames)
-                tail = fh.read(probe_frames, dtype="float32")
+                tail = fh.buffer_read(probe_frames, dtype="int16")
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise CuratorError(f"not a readable audio file ({str(exc).splitlines()[-1].strip()})") from None
     if len(head) == 0 or len(tail) == 0:
@@ -219,7 +223,7 @@ def probe(spec: ClipSpec) -> dict:
     frames, sr, channels, fmt = _read_header(path)
     return {
         "audio_id": spec.audio_id or make_audio_id(spec.source, spec.relative),
-        "uri": str(path.resolve()),
+        "uri": str(path if path.is_absolute() else path.resolve()),
         "source": spec.source,
         "split": spec.split,
         "duration_s": frames / sr,
@@ -244,10 +248,13 @@ def _probe_safe(spec: ClipSpec):
         return None, f"cannot read file ({exc.strerror or exc})"
 
 
-def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int = 8,
+def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int | None = None,
                  on_progress: Callable[[int], None] | None = None) -> IngestReport:
     """Probe clips on a thread pool (hashing is I/O bound) and upsert them in batches."""
     specs = list(specs)
+    # More threads than cores only adds GIL hand-offs on local disks (measured: 8 threads were 1.8x
+    # slower than 2 on 2 cores); raise --workers for network storage, where reads wait on latency.
+    workers = workers or os.cpu_count() or 1
     report = IngestReport()
     stamp = now()
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -32,7 +32,8 @@ def ingest() -> None:
 @click.option("--time-column", help="CSV column holding the recording timestamp (ISO 8601 or epoch seconds).")
 @click.option("--id-column", help="CSV column holding your own audio_id.")
 @click.option("--labelled-column", help="CSV column saying whether the label may be used (0/1, true/false).")
-@click.option("--workers", default=8, show_default=True, help="Threads reading headers and hashing.")
+@click.option("--workers", type=int, help="Threads reading headers and hashing (default: one per core; more for "
+              "network storage).")
 @pass_store
 def ingest_audio_cmd(ctx, src, source, split, labels_from_dirs, preset, audio_root, path_template, label_column,
                      fold_column, split_column, city_column, time_column, id_column, labelled_column, workers):
