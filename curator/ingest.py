@@ -191,6 +191,9 @@ def sha1_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+EXACT_SEEK_FORMATS = {"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF"}
+
+
 def _read_header(path: Path, probe_frames: int = 256):
     """Open once: header fields, plus a few decoded frames at the start and the end. That catches
     truncated or garbled files for the price of two small reads, without decoding the clip."""
@@ -199,12 +202,13 @@ def _read_header(path: Path, probe_frames: int = 256):
             frames, sr, channels, fmt = fh.frames, fh.samplerate, fh.channels, fh.format
             if frames <= 0 or sr <= 0:
                 raise CuratorError("audio header reports no samples")
-            # buffer_read skips building numpy arrays: we only need to know the frames decode.
-            head = fh.buffer_read(min(probe_frames, frames), dtype="int16")
+            head = fh.read(min(probe_frames, frames), dtype="int16")
             tail = head
-            if frames > probe_frames:
+            # libsndfile seeks Ogg and MP3 inexactly near the end (a read there can return nothing
+            # from a sound file), so only formats with exact seeking get the tail check.
+            if frames > probe_frames and fmt in EXACT_SEEK_FORMATS:
                 fh.seek(frames - probe_frames)
-                tail = fh.buffer_read(probe_frames, dtype="int16")
+                tail = fh.read(probe_frames, dtype="int16")
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise CuratorError(f"not a readable audio file ({str(exc).splitlines()[-1].strip()})") from None
     if len(head) == 0 or len(tail) == 0:

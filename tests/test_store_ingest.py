@@ -196,3 +196,17 @@ def test_schema_validation_and_refs_name_the_problem():
 
     with pytest.raises(ParameterError, match="outside"):
         check_threshold(1.5)
+
+
+def test_compressed_formats_ingest_with_their_header_fields(tmp_path, store):
+    from curator.ingest import ingest_audio, scan_folder
+
+    write_tone(tmp_path / "f" / "a.ogg", seconds=1.0, sr=48000)
+    write_tone(tmp_path / "f" / "b.flac", seconds=2.0, sr=44100)
+    write_tone(tmp_path / "f" / "c.mp3", seconds=1.0, sr=44100)
+    report = ingest_audio(store, scan_folder(tmp_path / "f", "comp"))
+    assert report.failed == [] and report.added == 3
+    rows = {r["uri"].rsplit(".", 1)[-1]: r for r in store.read("audio").to_pylist()}
+    assert rows["ogg"]["format"] == "OGG" and rows["ogg"]["sample_rate"] == 48000
+    assert rows["flac"]["duration_s"] == pytest.approx(2.0)
+    assert rows["mp3"]["format"] == "MP3" and rows["mp3"]["duration_s"] == pytest.approx(1.0, abs=0.1)
