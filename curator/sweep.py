@@ -102,7 +102,8 @@ def plot(result: dict, path: str, title: str = "") -> str:
     ts = t.column("threshold").to_numpy()
     fig, (ax1, ax3) = plt.subplots(1, 2, figsize=(11, 4))
     pairs = t.column("pairs").to_numpy()
-    ax1.semilogy(ts, np.maximum(pairs, 1), "o-", color="tab:blue", label="pairs >= t")
+    # Zero pairs cannot sit on a log axis: leave those thresholds unplotted rather than fake a 1.
+    ax1.semilogy(ts, np.where(pairs > 0, pairs, np.nan), "o-", color="tab:blue", label="pairs >= t")
     ax1.set_xlabel("threshold")
     ax1.set_ylabel("pairs kept", color="tab:blue")
     ax2 = ax1.twinx()
@@ -111,8 +112,9 @@ def plot(result: dict, path: str, title: str = "") -> str:
     ax2.set_ylim(0, 1.05)
     edges, counts = result["hist_edges"], result["hist_counts"]
     ax3.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:green")
-    for x in ts:
-        ax3.axvline(x, color="grey", lw=0.5)
+    if len(ts) <= 20:  # mark the swept thresholds while they are few enough to read
+        for x in ts:
+            ax3.axvline(x, color="grey", lw=0.5)
     ax3.set_xlabel("best-match score per caption")
     ax3.set_ylabel("captions")
     fig.suptitle(title or "threshold sweep")
