@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pyarrow as pa
 
-from curator.cli.common import echo_table, pass_store
+from curator.cli.common import echo_table, option_group, pass_store
 from curator.curate import DSOptions, MatchOptions, build_ads, build_ds, build_du
 from curator.decisions import read_decisions
 from curator.guard import DEFAULT_THRESHOLD, find_contamination, record_contamination
@@ -14,36 +14,28 @@ from curator.sets import latest, write_set
 from schemas.errors import ParameterError
 
 
-def _common(f):
-    """Options every build shares: teacher, set name, contamination, decisions, empty result."""
-    options = [
-        click.option("--model", "model_name", required=True, help="Registered teacher whose vectors are used."),
-        click.option("--name", "set_name", required=True, help="Set name; each build is a new version of it."),
-        click.option("--allow-contaminated", is_flag=True,
-                     help="Keep clips that `curator guard` recorded as duplicates of evaluation clips."),
-        click.option("--decisions", "decisions_path", type=click.Path(dir_okay=False), metavar="FILE",
-                     help="Review decisions (CSV/JSON: text_id,audio_id,decision): rejected pairs are dropped."),
-        click.option("--keep-accepted", is_flag=True, help="With --decisions: keep accepted pairs even below τ."),
-        click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes."),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+# Options every build shares: teacher, set name, contamination, decisions, empty result.
+_common = option_group(
+    click.option("--model", "model_name", required=True, help="Registered teacher whose vectors are used."),
+    click.option("--name", "set_name", required=True, help="Set name; each build is a new version of it."),
+    click.option("--allow-contaminated", is_flag=True,
+                 help="Keep clips that `curator guard` recorded as duplicates of evaluation clips."),
+    click.option("--decisions", "decisions_path", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Review decisions (CSV/JSON: text_id,audio_id,decision): rejected pairs are dropped."),
+    click.option("--keep-accepted", is_flag=True, help="With --decisions: keep accepted pairs even below τ."),
+    click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes."),
+)
 
 
-def _match(f):
-    options = [
-        click.option("--threshold", type=float, required=True, help="Keep pairs with teacher score ≥ τ (cosine)."),
-        click.option("--top-k", type=int, default=None, help="Keep at most K clips per caption (see --per)."),
-        click.option("--per", type=click.Choice(["text", "audio", "both"]), default="text", show_default=True,
-                     help="Which side --top-k bounds."),
-        click.option("--pool-where", required=True, metavar="SQL",
-                     help="Wild pool: a SQL condition over `audio`, e.g. \"source = 'wild'\"."),
-        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] for matching."),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+_match = option_group(
+    click.option("--threshold", type=float, required=True, help="Keep pairs with teacher score ≥ τ (cosine)."),
+    click.option("--top-k", type=int, default=None, help="Keep at most K clips per caption (see --per)."),
+    click.option("--per", type=click.Choice(["text", "audio", "both"]), default="text", show_default=True,
+                 help="Which side --top-k bounds."),
+    click.option("--pool-where", required=True, metavar="SQL",
+                 help="Wild pool: a SQL condition over `audio`, e.g. \"source = 'wild'\"."),
+    click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] for matching."),
+)
 
 
 def _write(store, name, build, allow_empty):
@@ -118,16 +110,12 @@ def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_
     _write(store, set_name, build_pairs(store, pairs_where, model_name, allow_contaminated), allow_empty)
 
 
-def _ds_options(f):
-    options = [
-        click.option("--pairs-where", metavar="SQL", help="Teacher-training pairs: SQL over `texts` (default: "
-                     "all captions with a paired clip)."),
-        click.option("--text-model", metavar="NAME", help="Text model for caption-prompt similarity (default: "
-                     "the teacher's text tower); its emb_<name>_text must hold captions and prompts."),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+_ds_options = option_group(
+    click.option("--pairs-where", metavar="SQL", help="Teacher-training pairs: SQL over `texts` (default: "
+                 "all captions with a paired clip)."),
+    click.option("--text-model", metavar="NAME", help="Text model for caption-prompt similarity (default: "
+                 "the teacher's text tower); its emb_<name>_text must hold captions and prompts."),
+)
 
 
 @build.command("ds")

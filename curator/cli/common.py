@@ -26,6 +26,18 @@ class StoreContext:
 pass_store = click.make_pass_decorator(StoreContext)
 
 
+def option_group(*options):
+    """One decorator applying several click options in the order listed, for options that a
+    family of commands shares."""
+
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
 def fail(message: str, code: int = 2) -> None:
     """Raise a click exception that prints `error: message` on one line and exits with `code`."""
     exc = click.ClickException(message)
