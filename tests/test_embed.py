@@ -69,6 +69,9 @@ def test_embed_audio_and_texts(cli, store, store_uri, tiny_clap, tone, tmp_path)
     assert result.code == 0, result.output
     assert "embedded 5 clips" in result.output and "2 already done" in result.output
     assert "embedded 2 texts" in result.output
+    # Two runs, each buffered into one append (batches of 3 would otherwise be 2 more commits).
+    versions = [v["version"] for v in lancedb.connect(store_uri).open_table("emb_tiny_audio").list_versions()]
+    assert len(versions) <= 3, versions  # at most: empty create + one append per run
     audio = _emb(store_uri)
     vecs = np.asarray(audio.column("vector").to_pylist(), np.float32)
     assert vecs.shape == (7, PROJECTION_DIM) and audio.schema.field("vector").type.list_size == PROJECTION_DIM
