@@ -132,7 +132,9 @@ def test_two_shards_at_once_and_kill_9_then_resume(cli, store, store_uri, tiny_c
     deadline = time.time() + 240
     while time.time() < deadline and victim.poll() is None and len(_shard_rows(store_uri, all_ids, (0, 2))) < 2:
         time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 0.3))
+    # Each clip is one commit of a few tens of ms here: a short random delay lands the kill mid-shard
+    # rather than after the victim's last write.
+    time.sleep(random.uniform(0.0, 0.05))
     was_running = victim.poll() is None
     victim.send_signal(signal.SIGKILL)
     victim.wait()
