@@ -35,3 +35,7 @@ class ParameterError(CuratorError):
 
 class TrainingError(CuratorError):
     """Training cannot continue (NaN loss, mismatched checkpoint, ...)."""
+
+
+class QueryError(CuratorError):
+    """DuckDB rejected a SQL statement or filter (the message says which and where)."""

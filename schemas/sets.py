@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.errors import RefError
+from schemas.reading import open_dataset, read_table, table_names
 from schemas.refs import Ref, parse_ref
 from schemas.tables import set_table_name
 
@@ -57,25 +58,19 @@ def content_hash(table: pa.Table) -> str:
     return h.hexdigest()
 
 
-def _table_names(db) -> list[str]:
-    # db.table_names() returns only the first 10 names (a page); list_tables() returns them all.
-    result = db.list_tables()
-    return list(getattr(result, "tables", result))
-
-
-def _catalog_rows(db, name: str) -> list[dict]:
-    if "sets" not in _table_names(db):
+def _catalog_rows(uri: str) -> list[dict]:
+    if "sets" not in table_names(uri):
         return []
-    rows = db.open_table("sets").to_arrow().to_pylist()
-    return [r for r in rows if r["name"] == name]
+    return read_table(uri, "sets").to_pylist()
 
 
-def resolve_set(db, ref: str | Ref) -> ResolvedSet:
-    """Resolve `name`, `name@N` or `name@tag` against an open LanceDB connection."""
+def resolve_set(uri: str, ref: str | Ref) -> ResolvedSet:
+    """Resolve `name`, `name@N` or `name@tag` in the store at `uri`."""
     r = parse_ref(ref) if isinstance(ref, str) else ref
-    rows = _catalog_rows(db, r.name)
+    catalog = _catalog_rows(uri)
+    rows = [row for row in catalog if row["name"] == r.name]
     if not rows:
-        known = sorted({row["name"] for row in db.open_table("sets").to_arrow().to_pylist()}) if "sets" in _table_names(db) else []
+        known = sorted({row["name"] for row in catalog})
         hint = f"; known sets: {', '.join(known)}" if known else "; no sets have been built in this store"
         raise RefError(f"set {r.name!r} does not exist{hint}")
     by_version = {int(row["version"]): row for row in rows}
@@ -88,7 +83,7 @@ def resolve_set(db, ref: str | Ref) -> ResolvedSet:
                 f"set {r.name!r} has no version {version}; versions: {', '.join(map(str, sorted(by_version)))}"
             )
     else:
-        tags = db.open_table(set_table_name(r.name)).tags.list()
+        tags = open_dataset(uri, set_table_name(r.name)).tags.list()
         if r.tag not in tags:
             raise RefError(f"set {r.name!r} has no tag {r.tag!r}; tags: {', '.join(sorted(tags)) or 'none'}")
         version = int(tags[r.tag]["version"])
@@ -106,13 +101,11 @@ def resolve_set(db, ref: str | Ref) -> ResolvedSet:
     )
 
 
-def read_set(db, ref: str | Ref, verify: bool = True) -> tuple[pa.Table, ResolvedSet]:
+def read_set(uri: str, ref: str | Ref, verify: bool = True) -> tuple[pa.Table, ResolvedSet]:
     """Rows of one set version plus what it resolved to. With `verify`, the rows are re-hashed and
     compared with the catalog so a student never trains on data that differs from its lineage."""
-    resolved = resolve_set(db, ref)
-    table = db.open_table(set_table_name(resolved.name))
-    table.checkout(resolved.version)
-    data = table.to_arrow()
+    resolved = resolve_set(uri, ref)
+    data = read_table(uri, set_table_name(resolved.name), resolved.version)
     if verify:
         actual = content_hash(data)
         if actual != resolved.content_hash:
@@ -120,10 +113,3 @@ def read_set(db, ref: str | Ref, verify: bool = True) -> tuple[pa.Table, Resolve
                 f"set {resolved.ref}: rows hash to {actual[:12]} but the catalog says {resolved.content_hash[:12]}"
             )
     return data, resolved
-
-
-def connect(uri: str):
-    """Open a store for reading (a LanceDB database folder or object-store URI)."""
-    import lancedb
-
-    return lancedb.connect(uri)

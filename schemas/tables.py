@@ -51,6 +51,10 @@ TEXTS = pa.schema(
     ]
 )
 
+# The one prompt template: label prompts in `texts`, zero-shot evaluation, pseudo-labels and the
+# labelled sets all phrase a class this way unless told otherwise (DESIGN 6.4 and 6.6).
+PROMPT_TEMPLATE = "this is a sound of {label}"
+
 MODELS = pa.schema(
     [
         pa.field("model_id", pa.string(), nullable=False),

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from curator.models import ModelRecord, folder_sha256  # noqa: E402
-from curator.teachers import load_teacher  # noqa: E402
-from trainer.audio import ClapFeatures, fit_window, load_audio  # noqa: E402
+from curator.models.registry import ModelRecord, folder_sha256  # noqa: E402
+from curator.models.teachers import load_teacher  # noqa: E402
+from trainer.data.audio import ClapFeatures, fit_window, load_audio  # noqa: E402
 
 
 def write_clips(folder: Path, n: int, seconds: float, sr: int) -> list[str]:
@@ -110,9 +110,8 @@ def features_side_by_side(fe, n: int) -> dict:
 
 
 def make_full_size(folder: Path) -> str:
-    from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
-
     from tiny_models import minilm_path
+    from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
     tok = AutoTokenizer.from_pretrained(minilm_path(), model_input_names=["input_ids", "attention_mask"])
     torch.manual_seed(0)
@@ -127,10 +126,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "embed.md"))
     parser.add_argument("--machine", default=f"{os.cpu_count()}-core CPU")
     args = parser.parse_args()
+    from tiny_models import make_tiny_clap
     from transformers import ClapFeatureExtractor
     from transformers.utils import logging as hf_logging
-
-    from tiny_models import make_tiny_clap
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -90,7 +90,7 @@ def route_numpy(T, A, a):
 def route_exact(T, A, a, top_k=None):
     import torch
 
-    from curator.match import match_blocks
+    from curator.match.exact import match_blocks
 
     torch.set_num_threads(a.threads)
     pairs = 0
@@ -117,7 +117,7 @@ def route_faiss(T, A, a):
 
 
 def route_duckdb(T, A, a):
-    from curator.match_sql import match_sql
+    from curator.match.reference import match_sql
 
     sub = T[: a.sql_captions]
     pairs = sum(len(b[0]) for b in match_sql(sub, A, a.threshold))
@@ -125,15 +125,15 @@ def route_duckdb(T, A, a):
 
 
 def route_ann(T, A, a):
-    from curator.match_ann import DEFAULTS, ann_pairs, ensure_index, measure_recall
-    from curator.match_synth import write_model
-    from curator.store import Store
-    from curator.vectors import read_vectors
+    from curator.demo.vectors import write_model
+    from curator.match.ann import DEFAULTS, ann_pairs, ensure_index, measure_recall
+    from curator.store.store import Store
+    from curator.store.vectors import read_vectors
 
     store = Store.open(tempfile.mkdtemp(prefix="bench_ann_"))
     write_model(store, "bench", T[:1], A, with_rows=False)
     av = read_vectors(store, "bench", "audio")
-    table = store.db.open_table(av.table)
+    table = store.table(av.table)
     p = DEFAULTS | ({"nprobes": a.nprobes} if a.nprobes else {})
     t0 = time.perf_counter()
     info = ensure_index(table, len(A), p)
@@ -149,9 +149,9 @@ def route_ann(T, A, a):
 
 def route_read(T, A, a):
     """load_vectors from a real store vs np.load of the same matrix (both from the page cache)."""
-    from curator.match_synth import write_model
-    from curator.store import Store
-    from curator.vectors import read_vectors
+    from curator.demo.vectors import write_model
+    from curator.store.store import Store
+    from curator.store.vectors import read_vectors
 
     store = Store.open(tempfile.mkdtemp(prefix="bench_read_"))
     write_model(store, "bench", T[:1], A, with_rows=False)
@@ -170,9 +170,9 @@ ROUTES = {"read": route_read, "peak": route_peak, "numpy": route_numpy, "exact":
           "faiss": route_faiss, "duckdb": route_duckdb, "ann": route_ann}
 
 
-PRELOAD = {"read": ["curator.match_synth", "curator.store", "curator.vectors", "lancedb"], "peak": ["torch"], "exact": ["torch", "curator.match"], "exact_topk": ["torch", "curator.match"],
-           "faiss": ["faiss"], "duckdb": ["curator.match_sql"], "numpy": [],
-           "ann": ["curator.match_ann", "curator.match_synth", "curator.store", "curator.vectors", "lancedb"]}
+PRELOAD = {"read": ["curator.demo.vectors", "curator.store.store", "curator.store.vectors", "lancedb"], "peak": ["torch"], "exact": ["torch", "curator.match.exact"], "exact_topk": ["torch", "curator.match.exact"],
+           "faiss": ["faiss"], "duckdb": ["curator.match.reference"], "numpy": [],
+           "ann": ["curator.match.ann", "curator.demo.vectors", "curator.store.store", "curator.store.vectors", "lancedb"]}
 
 
 def worker(a) -> None:
@@ -212,7 +212,7 @@ def run_route(name: str, a, data: str) -> dict:
 
 
 def make_data(a, folder: Path) -> float:
-    from curator.match_synth import clustered
+    from curator.demo.vectors import clustered
 
     A = clustered(a.clips, a.dim, n_clusters=a.clusters, spread=1.0, seed=1)
     T = clustered(a.captions, a.dim, n_clusters=a.clusters, spread=1.0, seed=2)
@@ -289,7 +289,7 @@ def report(a, res: dict) -> str:
     row(f"ours: ann top-{a.top_k} ({an['index']}, nprobes {an['nprobes']})", an, secs=an["build_s"] + an["search_s"],
         note=f"build {an['build_s']:.1f} s + search {an['search_s']:.1f} s (CPU column: whole route incl. recall check)")
     rd = res.get("read")
-    read_line = (f"Reading vectors: `curator.vectors.read_vectors` from the store ran at {rd['store_gb_s']:.2f} GB/s "
+    read_line = (f"Reading vectors: `curator.store.vectors.read_vectors` from the store ran at {rd['store_gb_s']:.2f} GB/s "
                  f"against {rd['npy_gb_s']:.2f} GB/s for `np.load` of the same {rd['gb']:.2f} GB `.npy` "
                  "(both from the page cache)." if rd else "")
     pa, pc, pd = PAPER

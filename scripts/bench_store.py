@@ -25,9 +25,10 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curator.ingest import ingest_audio, scan_folder  # noqa: E402
-from curator.sql import query  # noqa: E402
-from curator.store import Store  # noqa: E402
+from curator.ingest.audio import ingest_audio  # noqa: E402
+from curator.ingest.sources import scan_folder
+from curator.store.sql import query  # noqa: E402
+from curator.store.store import Store  # noqa: E402
 from schemas.tables import embeddings  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def bench_vectors(work: Path, rows: int, dim: int = 512) -> list[str]:
     ]
     meta = pa.table({"audio_id": ids, "source": pa.array(np.where(np.arange(rows) % 10 == 0, "esc50", "wild")),
                      "duration_s": pa.array(rng.uniform(1, 10, rows))})
-    store.db.create_table("meta", data=meta)
+    store.table("meta", meta.schema).add(meta)
     pq.write_table(meta, work / "meta.parquet")
     sql = "select source, count(*), avg(duration_s) from meta group by source"
     query(store, sql)  # warm

@@ -7,7 +7,7 @@ in-memory batches, so no decoding is involved:
     Transformer, MiniLM text tower with 4 of 6 layers frozen, 512-d);
   - clap-hf: a random-weight ClapModel with the default ClapConfig (laion/clap-htsat-unfused sizes,
     ~153 M parameters, 10 s at 48 kHz), built offline into a temporary folder.
-Part 2 runs the real loop (`trainer.loop.fit`) on a set of real 44.1 kHz wav files (decoded,
+Part 2 runs the real loop (`trainer.train.loop.fit`) on a set of real 44.1 kHz wav files (decoded,
 resampled and cropped by the DataLoader) and reports the share of step time spent waiting for data.
 
 Usage:  OMP_WAIT_POLICY=PASSIVE python scripts/bench_train.py [--quick] [--device cuda] [--out docs/bench/train.md]
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from trainer.losses import soft_label_loss  # noqa: E402
-from trainer.models import build_student  # noqa: E402
+from trainer.students.loading import build_student  # noqa: E402
+from trainer.train.losses import soft_label_loss  # noqa: E402
 
 CAPTIONS = ["a dog barking in the distance", "rain falling on a tin roof", "a car engine idling",
             "birds chirping in the morning", "a police siren wailing", "someone knocking on a door",
@@ -145,8 +145,8 @@ def write_wav_set(store: str, folder: Path, n: int, seconds: float, sr: int = 44
 
 
 def time_fit(student_config: dict, batch: int, steps: int, workers: int, window_s: float, device: str) -> dict:
-    """Run trainer.loop.fit for `steps` steps; data-wait share over the steps after the first."""
-    from trainer.loop import FitConfig, fit
+    """Run trainer.train.loop.fit for `steps` steps; data-wait share over the steps after the first."""
+    from trainer.train.loop import FitConfig, fit
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -181,7 +181,7 @@ def render(results: dict, env: dict) -> str:
                      f"{r['backward_s']:.3f} | {r['optimizer_s']:.3f} | {r['samples_per_s']:.1f} | "
                      f"{r['cores_used']:.2f} | {r['cpu_s'] / r['batch']:.3f} |")
     if results.get("fit"):
-        lines += ["", "The real loop (`trainer.loop.fit`) on 44.1 kHz wav files (decode + resample + crop in the "
+        lines += ["", "The real loop (`trainer.train.loop.fit`) on 44.1 kHz wav files (decode + resample + crop in the "
                   "DataLoader), excluding the first step:", "",
                   "| student | workers | batch | steps | step (s) | data wait (s) | data-wait share | samples/s |",
                   "|---|---|---|---|---|---|---|---|"]

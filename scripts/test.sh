@@ -6,6 +6,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "== installing chromium for the review-page browser test"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || echo "warning: could not install chromium; the browser test will be skipped"
+    || echo "warning: could not install chromium; the browser test fails under CI=true and skips elsewhere"
 fi
+# The house rules (DESIGN.md section 2): import contracts in pyproject.toml, and ruff's small rule set.
+echo "== house rules: lint-imports, ruff check"
+lint-imports --no-cache >/dev/null || { lint-imports --no-cache; exit 1; }
+ruff check .
 python -m pytest "$@"

@@ -52,7 +52,7 @@ def store_uri(tmp_path):
 
 @pytest.fixture
 def store(store_uri):
-    from curator.store import Store
+    from curator.store.store import Store
 
     return Store.open(store_uri)
 

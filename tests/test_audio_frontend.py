@@ -1,4 +1,4 @@
-"""trainer.audio: real files through soundfile, windows, and the torch log-mel against HF's numpy one."""
+"""trainer.data.audio: real files through soundfile, windows, and the torch log-mel against HF's numpy one."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_models import tiny_feature_extractor
 
 from schemas.errors import AudioError, ParameterError
-from tiny_models import tiny_feature_extractor
-from trainer.audio import ClapFeatures, fit_window, load_audio, window_starts
+from trainer.data.audio import ClapFeatures, fit_window, load_audio, window_starts
 
 
 @pytest.mark.parametrize("suffix,sr,channels", [(".wav", 16000, 1), (".flac", 22050, 2), (".ogg", 48000, 1),

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
 from curation_data import LABELS, brute_match, build_world, unit, versions, write_model, write_vectors
-from curator.curate import DSOptions, MatchOptions, build_ads, build_ds, build_du
-from curator.decisions import read_decisions
-from curator.sets import write_set
+
+from curator.curate.catalog import write_set
+from curator.curate.decisions import read_decisions
+from curator.curate.strategies import DSOptions, MatchOptions, build_ads, build_ds, build_du
 from schemas.errors import MixedModelsError, ModelError, ParameterError, RefError
 from schemas.sets import read_set
 
@@ -210,6 +210,6 @@ def test_cli_build_du_ds_ads_and_rebuild_is_unchanged(cli, store, world):
     r = cli.curator("build", "ads", "--model", "teach", "--name", "ads", "--from-set", "ds@1", "--threshold", "0.5",
                     "--pool-where", POOL)
     assert r.code == 0 and "set ads@1 strategy=ads" in r.output, r.output
-    rows, resolved = read_set(store.db, "ads")
+    rows, resolved = read_set(store.uri, "ads")
     assert resolved.rows == rows.num_rows > 0
     assert set(rows.column("label").to_pylist()) <= set(LABELS)

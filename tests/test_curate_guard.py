@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from curation_data import build_world, versions
-from curator.curate import MatchOptions, build_du
-from curator.guard import contaminated_ids, find_contamination, record_contamination
-from curator.setrows import get_model
+
+from curator.curate.guard import contaminated_ids, find_contamination, record_contamination
+from curator.curate.strategies import MatchOptions, build_du
+from curator.models.registry import get_model
 from schemas.errors import ParameterError
 
 POOL, EVAL = "source = 'wild'", "source = 'esc50'"

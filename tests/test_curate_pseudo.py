@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from curation_data import LABELS, build_world, versions
-from curator.pseudo import PseudoOptions, build_pseudo
+
+from curator.curate.pseudo import PseudoOptions, build_pseudo
 from schemas.errors import ModelError, ParameterError
 
 SCENES = "source in ('wild', 'esc50')"
@@ -71,9 +71,9 @@ def test_pseudo_errors(store, world, cli):
     with pytest.raises(ModelError, match="unknown model"):
         build_pseudo(store, "ghost", PseudoOptions("esc"))
     try:
-        import trainer.classify  # noqa: F401
+        import trainer.students.classifier  # noqa: F401
     except ImportError:
-        with pytest.raises(ParameterError, match="classifier support needs trainer.classify"):
+        with pytest.raises(ParameterError, match="classifier support needs trainer.students.classifier"):
             build_pseudo(store, "teach", PseudoOptions("esc", classifier="/tmp/ckpt"))
     before = versions(store, "sets")
     r = cli.curator("pseudo-label", "--model", "teach", "--label-set", "esc", "--name", "pl",

@@ -15,13 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from curator.embed import parse_shard, shard_mask
-from curator.models import add_model, get_model
-from curator.teachers import load_teacher
-from schemas.errors import MixedModelsError, ParameterError
 from tiny_models import PROJECTION_DIM, make_tiny_clap, minilm_path
-from trainer.audio import fit_window, load_audio
+
+from curator.embed.run import parse_shard, shard_mask
+from curator.models.registry import add_model, get_model
+from curator.models.teachers import load_teacher
+from schemas.errors import MixedModelsError, ParameterError
+from trainer.data.audio import fit_window, load_audio
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_import_embeddings_checks_ids_and_dimension(cli, store, store_uri, tiny_
 
 
 def test_mixing_two_models_vectors_is_refused(cli, store, tiny_clap, tone, tmp_path):
-    from curator.vectors import check_same_model, read_vectors
+    from curator.store.vectors import check_same_model, read_vectors
 
     _setup(cli, store, tiny_clap, tone, tmp_path, 2)
     add_model(store, "minilm", "sentence", minilm_path())

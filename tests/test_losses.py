@@ -1,4 +1,4 @@
-"""trainer.losses against plain float64 statements of the DESIGN formulas, open_clip, and 2 real ranks."""
+"""trainer.train.losses against plain float64 statements of the DESIGN formulas, open_clip, and 2 real ranks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from schemas.errors import ParameterError
-from trainer import losses as L
+from trainer.train import losses as L
 
 
 def _unit(rng, n, d):

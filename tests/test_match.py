@@ -8,10 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curator.match import collect, match_blocks, run_match
-from curator.match_sql import match_sql
-from curator.match_synth import clustered, write_model
-from curator.vectors import check_same_model, load_vectors, read_vectors
+from curator.demo.vectors import clustered, write_model
+from curator.match.exact import collect, match_blocks
+from curator.match.reference import match_sql
+from curator.match.run import run_match
+from curator.store.vectors import check_same_model, load_vectors, read_vectors
 from schemas.errors import MixedModelsError, ModelError, ParameterError, StoreError
 from schemas.tables import embedding_table_name, embeddings
 
@@ -20,7 +21,7 @@ N_AUDIO, N_TEXT, DIM = 2000, 300, 64
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    from curator.store import Store
+    from curator.store.store import Store
 
     store = Store.open(str(tmp_path_factory.mktemp("match") / "store"))
     audio = clustered(N_AUDIO, DIM, n_clusters=40, spread=1.0, seed=1)
@@ -57,7 +58,7 @@ def as_dict(r, c, s, rank):
 
 
 def candidates_of(store, run_id: str) -> dict[tuple[str, str], tuple[float, int]]:
-    from curator.sql import query
+    from curator.store.sql import query
 
     t = query(store, f"select text_id, audio_id, score, rank from candidates where run_id = '{run_id}'")
     return {(a, b): (s, r) for a, b, s, r in zip(*(t.column(i).to_pylist() for i in range(4)))}
@@ -158,7 +159,7 @@ def test_filters_select_captions_and_clips(pool):
 
 
 def test_ann_recall_and_index_reuse(tmp_path):
-    from curator.store import Store
+    from curator.store.store import Store
 
     store = Store.open(str(tmp_path / "store"))
     audio = clustered(3000, DIM, n_clusters=30, seed=11)
@@ -251,8 +252,8 @@ def test_load_vectors_reads_and_filters_by_id(pool):
 
 
 def test_load_vectors_keeps_first_of_duplicate_rows(tmp_path):
-    from curator.match_synth import vector_column
-    from curator.store import Store
+    from curator.demo.vectors import vector_column
+    from curator.store.store import Store
 
     store = Store.open(str(tmp_path / "s"))
     vecs = clustered(4, 8, seed=1)
@@ -265,7 +266,7 @@ def test_load_vectors_keeps_first_of_duplicate_rows(tmp_path):
 
 
 def test_sweep_counts_match_brute_force(pool):
-    from curator.sweep import parse_thresholds, sweep
+    from curator.match.sweep import parse_thresholds, sweep
 
     ts = parse_thresholds("0.3:0.9:0.1")
     assert ts == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curator.match_synth import clustered, write_model
+from curator.demo.vectors import clustered, write_model
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_match_writes_candidates_and_run(cli, pool):
     res = cli.curator("match", "--model", "clapx", "--threshold", t, "--top-k", 3, "--per", "both", "--run", "r1")
     assert res.code == 0, res.output
     assert "r1" in res.output and "exact" in res.output
-    from curator.store import Store
+    from curator.store.store import Store
 
     store = Store.open(cli.store_uri)
     cands = store.read("candidates").to_pylist()

@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
-from curator.models import add_model, folder_sha256, get_model, list_models
-from curator.teachers import load_teacher
-from schemas.errors import ModelError
 from tiny_models import PROJECTION_DIM, make_tiny_clap, minilm_path
+
+from curator.models.registry import add_model, folder_sha256, get_model, list_models
+from curator.models.teachers import load_teacher
+from schemas.errors import ModelError
 
 TEXTS = ["a dog barks twice", "rain on a tin roof", "this is a sound of siren"]
 
@@ -107,7 +107,7 @@ def test_sentence_teacher_matches_sentence_transformers(store):
 
 
 def test_checkpoint_kind_loads_a_student(store, tmp_path):
-    models = pytest.importorskip("trainer.models")
+    from trainer.students import loading as models
     student = models.build_student("compact", minilm_path(), channels=(8, 16, 32), transformer_layers=1, dim=16,
                                    window_s=1.0, n_mels=32, n_fft=512, hop_length=160, dropout=0.0).eval()
     folder = tmp_path / "student"

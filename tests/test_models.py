@@ -1,4 +1,4 @@
-"""Students (trainer.models): real MiniLM text tower, real tiny ClapModel folders, real safetensors files."""
+"""Students (trainer.students.compact): real MiniLM text tower, real tiny ClapModel folders, real safetensors files."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from datetime import datetime
 import numpy as np
 import pytest
 import torch
+from tiny_models import SAMPLE_RATE, make_tiny_clap
 
 from schemas.errors import ModelError, ParameterError
-from tiny_models import SAMPLE_RATE, make_tiny_clap
-from trainer.losses import clap_loss
-from trainer.models import (ClassifierHead, MetadataFusion, build_student, load_student, time_features)
+from trainer.students.heads import ClassifierHead, MetadataFusion, time_features
+from trainer.students.loading import build_student, load_student
+from trainer.train.losses import clap_loss
 
 TINY = dict(channels=(8, 16, 32), transformer_layers=1, dim=16, window_s=1.0, n_mels=32, n_fft=512,
             hop_length=160, dropout=0.0)

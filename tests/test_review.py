@@ -12,8 +12,9 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from curator.review import build_review, js_literal, log_mel_image, make_server, server_url
-from curator.review_data import load_run, load_set, summarize
+from curator.review.data import load_run, load_set, summarize
+from curator.review.media import log_mel_image
+from curator.review.page import build_review, js_literal, make_server, server_url
 from schemas.errors import ParameterError, RefError
 from schemas.sets import content_hash
 from schemas.tables import set_rows, set_table_name

@@ -11,21 +11,27 @@ import json
 import os
 from pathlib import Path
 
+import curation_data
 import pytest
-
-from curator.review import build_review
-from curator.review_data import load_run
+from playwright import sync_api
 from test_review import EVIL, read_data, write_big_run, write_run
+
+from curator.curate.decisions import read_decisions
+from curator.review.data import load_run
+from curator.review.page import build_review
 
 CHROMIUM = os.environ.get("CURATOR_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 SCREENSHOT = os.environ.get("CURATOR_REVIEW_SCREENSHOT")  # e.g. docs/review.png, to refresh the docs image
 
+# scripts/test.sh installs Chromium where apt can; under CI a missing browser is a failure, not a skip,
+# so a broken install step cannot hide behind a green run.
 if not Path(CHROMIUM).is_file():
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(f"{CHROMIUM} is not installed and CI=true: the review page's browser test cannot run")
     pytest.skip(f"{CHROMIUM} is not installed (apt-get update && apt-get install -y chromium)",
                 allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +123,8 @@ def test_review_page_in_chromium(page, store, tone, tmp_path):
     assert got == [("text_id", "audio_id", "decision"), *expected]
     json_path = export(page, "#export-json", tmp_path)
     assert [tuple(d.values()) for d in json.loads(json_path.read_text())] == expected
-    decisions = pytest.importorskip("curator.decisions")
     for path in (csv_path, json_path):
-        parsed = decisions.read_decisions(str(path))
+        parsed = read_decisions(str(path))
         assert parsed.accepted == {expected[0][:2], expected[2][:2]} and parsed.rejected == {expected[1][:2]}
 
     # Decisions survive a reload (localStorage, keyed by run).
@@ -164,14 +169,13 @@ def test_hundred_thousand_pairs_paginate(page, store, tone, tmp_path):
 
 def test_exported_decisions_remove_exactly_the_rejected_pairs(page, store, cli, tmp_path):
     """Review a built set, reject two pairs, export, rebuild with --decisions: those two are gone."""
-    curation_data = pytest.importorskip("curation_data")  # the curation tests' known store
     from schemas.sets import read_set
 
     curation_data.build_world(store)
     build = ("build", "du", "--model", "teach", "--name", "du", "--threshold", "0.5", "--top-k", "3",
              "--pool-where", "source = 'wild'", "--pairs-where", "source = 'clotho'")
     assert cli.curator(*build).code == 0
-    before, resolved = read_set(store.db, "du")
+    before, resolved = read_set(store.uri, "du")
     assert 3 < before.num_rows <= 100 and resolved.version >= 1
     out = tmp_path / "page"
     result = cli.curator("review", "--set", "du", "--out", out)
@@ -189,7 +193,7 @@ def test_exported_decisions_remove_exactly_the_rejected_pairs(page, store, cli, 
 
     rebuilt = cli.curator(*build, "--decisions", path)
     assert rebuilt.code == 0, rebuilt.output
-    after, resolved_after = read_set(store.db, "du")
+    after, resolved_after = read_set(store.uri, "du")
     pairs = {(r["text_id"], r["audio_id"]) for r in before.select(["text_id", "audio_id"]).to_pylist()}
     assert resolved_after.version > resolved.version
     assert {(r["text_id"], r["audio_id"]) for r in after.select(["text_id", "audio_id"]).to_pylist()} == pairs - rejected

@@ -13,9 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from schemas.errors import ParameterError
-from trainer.context import (PARTS_OF_DAY, check_template, city_index, city_vocabulary, context_caption,
-                             part_of_day, time_context)
-from trainer.losses import clap_loss, hybrid_loss, multi_positive_loss
+from trainer.data.context import (
+    PARTS_OF_DAY,
+    check_template,
+    city_index,
+    city_vocabulary,
+    context_caption,
+    part_of_day,
+    time_context,
+)
+from trainer.train.losses import clap_loss, hybrid_loss, multi_positive_loss
 
 TINY = {"dim": 16, "window_s": 0.5, "n_fft": 256, "hop_length": 160, "n_mels": 16, "channels": [4, 8],
         "transformer_layers": 1, "heads": 2, "freeze_layers": 6, "dropout": 0.0}
@@ -97,8 +104,8 @@ def test_part_of_day_boundaries():
 
 
 def test_fusion_shapes_and_unknown_city():
-    from trainer.classify import ClassifierConfig, SceneClassifier
-    from trainer.models import build_student
+    from trainer.students.classifier import ClassifierConfig, SceneClassifier
+    from trainer.students.loading import build_student
 
     torch.manual_seed(0)
     student = build_student("compact", **TINY)
@@ -138,7 +145,7 @@ def _manifest(folder, tone) -> list[str]:
 
 
 def test_sql_view_time_features_equal_trainer_features(tmp_path, cli, store, tone):
-    from curator.sql import query
+    from curator.store.sql import query
 
     _manifest(tmp_path, tone)
     r = cli.curator("ingest", "audio", tmp_path / "scenes.csv", "--source", "scenes")
@@ -159,7 +166,7 @@ def test_sql_view_time_features_equal_trainer_features(tmp_path, cli, store, ton
 def test_balance_classes_oversamples_to_the_largest_class():
     import pyarrow as pa
 
-    from trainer.hybrid import SceneRows, balance
+    from trainer.train.hybrid import SceneRows, balance
 
     rows = SceneRows(pa.table({"audio_id": list("abcdef")}), np.array([0, 0, 0, 0, 1, 2]), list("ABCDEF"),
                      np.arange(6), [None] * 6, [None] * 6, 0)

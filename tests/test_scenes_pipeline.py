@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-
 from test_scenes import TINY
 
 
@@ -46,8 +45,8 @@ def pipeline(tmp_path_factory):
 
 
 def test_round_writes_versions_with_lineage(pipeline):
-    from curator.sets import show_set
-    from curator.store import Store
+    from curator.curate.catalog import show_set
+    from curator.store.store import Store
 
     cli, root, ok = pipeline["cli"], pipeline["root"], pipeline["ok"]
     store = Store.open(cli.store_uri)
@@ -66,11 +65,11 @@ def test_round_writes_versions_with_lineage(pipeline):
 
 
 def test_predict_proba_and_eval_report(pipeline):
-    from schemas.sets import connect, read_set
-    from trainer.classify import load_classifier, predict_proba
+    from schemas.sets import read_set
+    from trainer.students.classifier import load_classifier, predict_proba
 
     cli, root, ok = pipeline["cli"], pipeline["root"], pipeline["ok"]
-    table, _ = read_set(connect(cli.store_uri), "pl")
+    table, _ = read_set(cli.store_uri, "pl")
     ids = table.column("audio_id").to_pylist()
     labels, probs = predict_proba(str(root / "r0"), cli.store_uri, ids, device="cpu")
     assert labels == load_classifier(root / "r0").classes and probs.shape == (len(ids), len(labels))

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from curation_data import build_world, versions, write_model, write_vectors
-from curator.curate import MatchOptions, build_du
-from curator.pseudo import PseudoOptions, build_pseudo
-from curator.sets import diff_sets, export_set, list_sets, show_set, tag_set, write_set
-from curator.store import Store
+
+from curator.curate.catalog import diff_sets, export_set, list_sets, show_set, tag_set, write_set
+from curator.curate.pseudo import PseudoOptions, build_pseudo
+from curator.curate.strategies import MatchOptions, build_du
+from curator.store.store import Store
 from schemas.errors import ParameterError, RefError, StoreError
 from schemas.sets import content_hash, read_set
 
@@ -48,7 +48,7 @@ def test_same_inputs_same_hash_and_tau_change_gives_new_version_and_exact_diff(s
     assert d.removed.num_rows > 0  # raising tau drops pairs
     _, v3 = _du(store, 0.5)  # back to the first threshold: a new version with the first content
     assert v3.version > v2.version and v3.content_hash == v1.content_hash
-    rows, resolved = read_set(store.db, "du")
+    rows, resolved = read_set(store.uri, "du")
     assert resolved.version == v3.version and rows.num_rows == v1.rows
     assert rows.column("audio_id").to_pylist() == sorted(rows.column("audio_id").to_pylist())  # stable order
 
@@ -60,7 +60,7 @@ def test_empty_result_is_refused_unless_allowed(store, world):
         write_set(store, "empty", b.rows, b.strategy, b.params, b.inputs, b.model)
     assert not store.has("set_empty") and versions(store, "sets") == 0
     v = write_set(store, "empty", b.rows, b.strategy, b.params, b.inputs, b.model, allow_empty=True)
-    assert v.rows == 0 and read_set(store.db, "empty")[0].num_rows == 0
+    assert v.rows == 0 and read_set(store.uri, "empty")[0].num_rows == 0
 
 
 def test_catalog_failure_rolls_the_set_table_back(store, world, monkeypatch):
@@ -80,20 +80,20 @@ def test_catalog_failure_rolls_the_set_table_back(store, world, monkeypatch):
         write_set(store, "fresh", b2.rows, b2.strategy, b2.params, b2.inputs, b2.model)
     monkeypatch.undo()
     assert not store.has("set_fresh")
-    rows, resolved = read_set(store.db, "du")  # latest is still version 1, content verified
+    rows, resolved = read_set(store.uri, "du")  # latest is still version 1, content verified
     assert resolved.version == v1.version and content_hash(rows) == v1.content_hash
     assert store.read("set_du").num_rows == v1.rows  # the table's current data is version 1's again
     v2 = write_set(store, "du", b2.rows, b2.strategy, b2.params, b2.inputs, b2.model)
-    assert read_set(store.db, f"du@{v2.version}")[1].content_hash == content_hash(b2.rows)
+    assert read_set(store.uri, f"du@{v2.version}")[1].content_hash == content_hash(b2.rows)
 
 
 def test_tags_list_and_bad_refs(store, world):
     _, v1 = _du(store, 0.5)
     _, v2 = _du(store, 0.6)
     tag_set(store, "du@1", "baseline")
-    assert read_set(store.db, "du@baseline")[1].version == v1.version
+    assert read_set(store.uri, "du@baseline")[1].version == v1.version
     with pytest.raises(RefError, match="no tag 'nope'"):
-        read_set(store.db, "du@nope")
+        read_set(store.uri, "du@nope")
     with pytest.raises(RefError, match="no version 9"):
         tag_set(store, "du@9", "x")
     with pytest.raises(RefError, match="does not exist"):
@@ -123,7 +123,7 @@ def test_show_lineage_walks_pseudo_round_back_to_round_zero(store, world):
 
 def test_export_round_trips(store, world, tmp_path):
     _du(store, 0.5)
-    rows, resolved = read_set(store.db, "du")
+    rows, resolved = read_set(store.uri, "du")
     pq_path = tmp_path / "out" / "du.parquet"
     export_set(store, "du", str(pq_path))
     back = pq.read_table(pq_path)

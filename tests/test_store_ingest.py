@@ -7,10 +7,10 @@ import json
 
 import pyarrow as pa
 import pytest
-
 from conftest import write_tone
-from curator.sql import query
-from curator.store import Store
+
+from curator.store.sql import query
+from curator.store.store import Store
 from schemas.errors import RefError, SchemaError
 from schemas.refs import parse_ref
 from schemas.tables import AUDIO
@@ -61,7 +61,8 @@ def test_bad_files_get_one_line_each_and_the_rest_ingests(tmp_path, cli):
 
 
 def test_header_fields_hash_and_stable_ids(tmp_path, store):
-    from curator.ingest import ingest_audio, scan_folder
+    from curator.ingest.audio import ingest_audio
+    from curator.ingest.sources import scan_folder
 
     write_tone(tmp_path / "a" / "x" / "one.wav", seconds=1.5, sr=22050, channels=2)
     ingest_audio(store, scan_folder(tmp_path / "a", "src", "train", labels_from_dirs=True))
@@ -199,7 +200,8 @@ def test_schema_validation_and_refs_name_the_problem():
 
 
 def test_compressed_formats_ingest_with_their_header_fields(tmp_path, store):
-    from curator.ingest import ingest_audio, scan_folder
+    from curator.ingest.audio import ingest_audio
+    from curator.ingest.sources import scan_folder
 
     write_tone(tmp_path / "f" / "a.ogg", seconds=1.0, sr=48000)
     write_tone(tmp_path / "f" / "b.flac", seconds=2.0, sr=44100)

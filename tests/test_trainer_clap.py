@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from tiny_models import make_tiny_clap
-from trainer.checkpoint import read_checkpoint
 from trainer_fixtures import CLASSES, make_clips, write_audio_texts, write_set
+
+from trainer.train.checkpoint import read_checkpoint
 
 
 def test_clap_hf_student_from_its_teacher(tmp_path, tone, store_uri, cli):

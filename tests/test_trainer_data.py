@@ -1,30 +1,30 @@
-"""trainer.data: set reading, batch plans (order, replay, ranks), windows, decode failures, loaders."""
+"""trainer.data.rows: set reading, batch plans (order, replay, ranks), windows, decode failures, loaders."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from trainer_fixtures import CLASSES, make_clips, write_set
 
 from schemas.errors import ParameterError, RefError
-from schemas.sets import connect
-from trainer.data import MAIN, REPLAY, BatchPlan, ClipRows, collate, eval_loader, make_loader, open_set
-from trainer_fixtures import CLASSES, make_clips, write_set
+from trainer.data.batches import BatchPlan, make_loader
+from trainer.data.rows import MAIN, REPLAY, ClipRows, collate, eval_loader, open_set
 
 
 def test_open_set_resolves_latest_and_records_version(tmp_path, tone, store_uri):
     clips = make_clips(tmp_path / "wav", tone, per_class=1, classes=CLASSES[:3])
     v1 = write_set(store_uri, "pairs", clips)
     v2 = write_set(store_uri, "pairs", clips[:2])
-    src = open_set(connect(store_uri), "pairs")
+    src = open_set(store_uri, "pairs")
     assert (src.resolved.version, src.table.num_rows, src.ref) == (v2, 2, "pairs")
-    old = open_set(connect(store_uri), f"pairs@{v1}")
+    old = open_set(store_uri, f"pairs@{v1}")
     assert old.table.num_rows == 3 and old.lineage()["version"] == v1
     assert len(old.lineage()["content_hash"]) == 64
     with pytest.raises(RefError, match="no version 99"):
-        open_set(connect(store_uri), "pairs@99")
+        open_set(store_uri, "pairs@99")
     with pytest.raises(RefError, match="'nope' does not exist"):
-        open_set(connect(store_uri), "nope")
+        open_set(store_uri, "nope")
 
 
 def test_plan_is_seeded_and_covers_each_row_once_per_epoch():
@@ -79,7 +79,7 @@ def _table(store_uri, tmp_path, tone, seconds=1.5, broken=False):
         (tmp_path / "bad.wav").write_bytes(b"RIFF not really a wave file")
         clips[1]["uri"] = str(tmp_path / "bad.wav")
     write_set(store_uri, "pairs", clips)
-    return open_set(connect(store_uri), "pairs").table
+    return open_set(store_uri, "pairs").table
 
 
 def test_windows_random_in_training_centre_in_eval(tmp_path, tone, store_uri):

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from trainer.checkpoint import load_train_state
 from trainer_fixtures import TINY_STUDENT, make_clips, write_set
+
+from trainer.train.checkpoint import load_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,13 +11,13 @@ import lancedb
 import pyarrow as pa
 import pytest
 import torch
-
 from conftest import Cli, write_tone
-from schemas.tables import MODELS
-from trainer.checkpoint import read_checkpoint
-from trainer.evaluate import evaluate_zero_shot, eval_clips
-from trainer.models import build_student, load_student
 from trainer_fixtures import CLASSES, TINY_STUDENT, make_clips, write_audio_texts, write_set
+
+from schemas.tables import MODELS
+from trainer.eval.zero_shot import eval_clips, evaluate_zero_shot
+from trainer.students.loading import build_student, load_student
+from trainer.train.checkpoint import read_checkpoint
 
 STEPS = 60  # 32 clips, batch 16: 2 steps per epoch
 

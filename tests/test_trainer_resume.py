@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
-
-from trainer.checkpoint import load_train_state, read_checkpoint
-from trainer.data import BatchPlan
-from trainer.models import load_student
 from trainer_fixtures import TINY_STUDENT, make_clips, write_set
+
+from trainer.data.batches import BatchPlan
+from trainer.students.loading import load_student
+from trainer.train.checkpoint import load_train_state, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

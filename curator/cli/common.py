@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from curator.store import Store
+from curator.store.store import Store
 from schemas.errors import CuratorError
 
 

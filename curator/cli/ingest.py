@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from curator.cli.common import pass_store, progress
-from curator.ingest import PRESETS, ManifestColumns, ingest_audio, read_manifest, scan_folder
-from curator.ingest_text import DEFAULT_TEMPLATE, ingest_captions, ingest_labels, read_labels_file
+from curator.ingest.audio import ingest_audio
+from curator.ingest.sources import PRESETS, ManifestColumns, read_manifest, scan_folder
+from curator.ingest.texts import ingest_captions, ingest_labels, read_labels_file
 from schemas.errors import CuratorError
+from schemas.tables import PROMPT_TEMPLATE
 
 
 @click.group()
@@ -109,7 +111,7 @@ def ingest_captions_cmd(ctx, csv_path, source, file_column, caption_columns, aud
 @click.option("--label-set", required=True, help="Name of the downstream label set, e.g. esc50.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help="File with one label per line.")
 @click.option("--label", "labels", multiple=True, help="A label (repeatable).")
-@click.option("--template", default=DEFAULT_TEMPLATE, show_default=True, help="Prompt template with {label}.")
+@click.option("--template", default=PROMPT_TEMPLATE, show_default=True, help="Prompt template with {label}.")
 @pass_store
 def ingest_labels_cmd(ctx, label_set, labels_file, labels, template):
     """Ingest label prompts (kind 'prompt') for zero-shot classification and domain curation.

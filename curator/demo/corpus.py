@@ -31,6 +31,7 @@ import soundfile as sf
 
 from curator.demo import captions, dsp, sounds
 from schemas.errors import ParameterError
+from schemas.tables import PROMPT_TEMPLATE
 
 KIND = "curator-demo-corpus"
 SPLITS = ("paired", "wild", "eval")
@@ -302,7 +303,7 @@ def _manifest(cfg: CorpusConfig, families, skipped, counts) -> dict:
         "skipped_families": skipped, "splits": counts,
         "captions": {"file": "paired/captions.csv", "per_clip": cfg.captions_per_clip,
                      "total": counts["paired"]["clips"] * cfg.captions_per_clip},
-        "label_prompt": "this is a sound of {label}",
+        "label_prompt": PROMPT_TEMPLATE,
         "files": {"paired_audio": "paired/audio", "wild_audio": "wild/audio", "eval_audio": "eval/audio",
                   "eval_meta": "eval/meta.csv", "eval_labels": "eval/labels.txt",
                   "ground_truth": "ground_truth.csv"},

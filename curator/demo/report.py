@@ -95,8 +95,8 @@ def _set_stats(demo: Path, truth: dict[str, set[str]]) -> list[dict]:
     store_dir = demo / "store"
     if not store_dir.exists():
         return []
-    from curator.sql import query
-    from curator.store import Store
+    from curator.store.sql import query
+    from curator.store.store import Store
 
     store = Store.open(str(store_dir), create=False)
     if not store.has("sets"):
@@ -115,7 +115,7 @@ def _set_stats(demo: Path, truth: dict[str, set[str]]) -> list[dict]:
 
 
 def _purity(store, name: str, version: int, strategy: str, truth: dict[str, set[str]]) -> dict:
-    from curator.sql import query
+    from curator.store.sql import query
 
     def base(uri):
         return uri.rsplit("/", 1)[-1] if uri else None

@@ -1,0 +1,110 @@
+"""`curator sets list | show | diff | tag | export`."""
+
+from __future__ import annotations
+
+import click
+
+from curator.cli.common import echo_table, pass_store
+from curator.curate.catalog import EXPORT_FORMATS, diff_sets, export_set, format_lineage, list_sets, show_set, tag_set
+
+DIFF_COLUMNS = ["audio_id", "text_id", "text", "score", "label"]
+
+
+@click.group()
+def sets():
+    """Improvement-set versions: list, lineage, diff, tag, export.
+
+    A reference is NAME (latest), NAME@VERSION or NAME@TAG.
+
+    \b
+    Example:
+      curator sets list
+      curator sets diff du@1 du@2
+    """
+
+
+@sets.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@pass_store
+def list_cmd(ctx, fmt):
+    """List every set version with strategy, rows, model, tags and content hash.
+
+    \b
+    Example:
+      curator sets list --format csv
+    """
+    table = list_sets(ctx.store(create=False))
+    if table.num_rows == 0:
+        click.echo("no sets yet; build one with `curator build du|ds|ads` or `curator pseudo-label`")
+        return
+    echo_table(table, fmt)
+
+
+@sets.command("show")
+@click.argument("ref")
+@pass_store
+def show_cmd(ctx, ref):
+    """Show a set version's lineage: params, inputs, model, and parent sets back to round 0.
+
+    \b
+    Example:
+      curator sets show pl_r2@latest-good
+      curator sets show ads_esc@3
+    """
+    click.echo("\n".join(format_lineage(show_set(ctx.store(create=False), ref))))
+
+
+@sets.command("diff")
+@click.argument("ref_a")
+@click.argument("ref_b")
+@click.option("--limit", type=int, default=20, show_default=True, help="Rows of each side to print (0: counts only).")
+@pass_store
+def diff_cmd(ctx, ref_a, ref_b, limit):
+    """Rows added and removed from REF_A to REF_B, keyed by (audio_id, text_id).
+
+    \b
+    Example:
+      curator sets diff du@1 du@2 --limit 5
+    """
+    d = diff_sets(ctx.store(create=False), ref_a, ref_b)
+    click.echo(f"{d.a.ref} -> {d.b.ref}: +{d.added.num_rows} added, -{d.removed.num_rows} removed, "
+               f"{d.common} in both")
+    for title, rows in (("added", d.added), ("removed", d.removed)):
+        if limit and rows.num_rows:
+            click.echo(f"{title}:")
+            echo_table(rows.select(DIFF_COLUMNS).slice(0, limit))
+
+
+@sets.command("tag")
+@click.argument("ref")
+@click.argument("tag")
+@pass_store
+def tag_cmd(ctx, ref, tag):
+    """Name a set version; `NAME@TAG` then resolves to it (re-tagging moves the tag).
+
+    \b
+    Example:
+      curator sets tag du@3 baseline
+    """
+    resolved = tag_set(ctx.store(create=False), ref, tag)
+    click.echo(f"tagged {resolved.ref} as {resolved.name}@{tag}")
+
+
+@sets.command("export")
+@click.argument("ref")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), help="Default: from PATH's suffix.")
+@pass_store
+def export_cmd(ctx, ref, path, fmt):
+    """Write a set version to parquet, csv or jsonl (teacher vectors included).
+
+    \b
+    Example:
+      curator sets export ads_esc@2 ads_esc_v2.parquet
+      curator sets export du du.csv
+    """
+    resolved, fmt = export_set(ctx.store(create=False), ref, path, fmt)
+    click.echo(f"wrote {resolved.ref} ({resolved.rows} rows) to {path} as {fmt}")
+
+
+COMMANDS = (sets,)

@@ -1,0 +1,289 @@
+"""`curator build du|ds|ads|pairs|labelled|union`, `curator pseudo-label`, `curator guard`."""
+
+from __future__ import annotations
+
+import click
+import pyarrow as pa
+
+from curator.cli.common import echo_table, option_group, pass_store
+from curator.curate.catalog import latest, write_set
+from curator.curate.decisions import read_decisions
+from curator.curate.guard import DEFAULT_THRESHOLD, find_contamination, record_contamination
+from curator.curate.pseudo import PseudoOptions, build_pseudo
+from curator.curate.strategies import DSOptions, MatchOptions, build_ads, build_ds, build_du
+from schemas.errors import ParameterError
+
+# Options every build shares: teacher, set name, contamination, decisions, empty result.
+_common = option_group(
+    click.option("--model", "model_name", required=True, help="Registered teacher whose vectors are used."),
+    click.option("--name", "set_name", required=True, help="Set name; each build is a new version of it."),
+    click.option("--allow-contaminated", is_flag=True,
+                 help="Keep clips that `curator guard` recorded as duplicates of evaluation clips."),
+    click.option("--decisions", "decisions_path", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="Review decisions (CSV/JSON: text_id,audio_id,decision): rejected pairs are dropped."),
+    click.option("--keep-accepted", is_flag=True, help="With --decisions: keep accepted pairs even below τ."),
+    click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes."),
+)
+
+
+_match = option_group(
+    click.option("--threshold", type=float, required=True, help="Keep pairs with teacher score ≥ τ (cosine)."),
+    click.option("--top-k", type=int, default=None, help="Keep at most K clips per caption (see --per)."),
+    click.option("--per", type=click.Choice(["text", "audio", "both"]), default="text", show_default=True,
+                 help="Which side --top-k bounds."),
+    click.option("--pool-where", required=True, metavar="SQL",
+                 help="Wild pool: a SQL condition over `audio`, e.g. \"source = 'wild'\"."),
+    click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] for matching."),
+)
+
+
+def _write(store, name, build, allow_empty):
+    before = latest(store, name)
+    resolved = write_set(store, name, build.rows, build.strategy, build.params, build.inputs, build.model,
+                         allow_empty=allow_empty)
+    unchanged = before is not None and before.version == resolved.version
+    click.echo(f"{'unchanged' if unchanged else 'built'}: set {resolved.ref} strategy={resolved.strategy} "
+               f"rows={resolved.rows} hash={resolved.content_hash[:12]}"
+               + (" (same rows, params and inputs as the latest version; nothing written)" if unchanged else ""))
+    for key, value in sorted(build.stats.items()):
+        if key != "per_class":
+            click.echo(f"  {key}: {value}")
+    return resolved
+
+
+def _decisions(path):
+    return read_decisions(path) if path else None
+
+
+@click.group()
+def build():
+    """Build improvement sets from teacher vectors (DU, DS, ADS).
+
+    \b
+    Example:
+      curator build du --model clap --name du --threshold 0.3 --top-k 50 \\
+        --pairs-where "source in ('clotho')" --pool-where "source = 'wild'"
+    """
+
+
+@build.command("du")
+@_common
+@_match
+@click.option("--pairs-where", metavar="SQL", help="Teacher-training captions: SQL over `texts` (default: all "
+              "captions with a paired clip).")
+@pass_store
+def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+           threshold, top_k, per, pool_where, device, pairs_where):
+    """Domain-unspecific: teacher-training captions × wild clips, score ≥ τ.
+
+    \b
+    Example:
+      curator build du --model clap --name du --threshold 0.3 --top-k 50 \\
+        --pairs-where "source = 'clotho'" --pool-where "source = 'wild'"
+    """
+    store = ctx.store(create=False)
+    b = build_du(store, model_name, MatchOptions(threshold, top_k, per, device), pool_where, pairs_where,
+                 allow_contaminated, _decisions(decisions_path), keep_accepted)
+    _write(store, set_name, b, allow_empty)
+
+
+@build.command("pairs")
+@click.option("--name", "set_name", required=True, help="Set name; each build is a new version of it.")
+@click.option("--pairs-where", metavar="SQL", help="Captions to take: SQL over `texts` (default: every caption "
+              "with a paired clip).")
+@click.option("--model", "model_name", help="Attach this model's vectors (needed for soft-label replay).")
+@click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
+@click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@pass_store
+def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_empty):
+    """The captioned training pairs themselves, as a set (to train a first teacher, or to replay).
+
+    \b
+    Examples:
+      curator build pairs --name teacher_pairs --pairs-where "source = 'clotho'"
+      curator build pairs --name replay --model teacher --pairs-where "source = 'clotho'"
+    """
+    from curator.curate.pairs import build_pairs
+
+    store = ctx.store(create=False)
+    _write(store, set_name, build_pairs(store, pairs_where, model_name, allow_contaminated), allow_empty)
+
+
+_ds_options = option_group(
+    click.option("--pairs-where", metavar="SQL", help="Teacher-training pairs: SQL over `texts` (default: "
+                 "all captions with a paired clip)."),
+    click.option("--text-model", metavar="NAME", help="Text model for caption-prompt similarity (default: "
+                 "the teacher's text tower); its emb_<name>_text must hold captions and prompts."),
+)
+
+
+@build.command("ds")
+@_common
+@_ds_options
+@click.option("--label-set", required=True, help="Label set whose prompts define the target domain.")
+@click.option("--threshold", type=float, required=True, help="Keep pairs whose caption's best prompt similarity ≥ τ_ds "
+              "(0.6-0.75 in the paper).")
+@pass_store
+def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+           pairs_where, text_model, label_set, threshold):
+    """Domain-specific: teacher-training pairs whose caption is close to a label prompt.
+
+    \b
+    Example:
+      curator build ds --model clap --name ds_esc --label-set esc50 --threshold 0.65 \\
+        --pairs-where "source in ('clotho', 'audiocaps')"
+    """
+    store = ctx.store(create=False)
+    b = build_ds(store, model_name, DSOptions(label_set, threshold, pairs_where, text_model), allow_contaminated,
+                 _decisions(decisions_path), keep_accepted)
+    _write(store, set_name, b, allow_empty)
+
+
+@build.command("ads")
+@_common
+@_match
+@_ds_options
+@click.option("--from-set", metavar="DS_REF", help="DS set whose captions are matched (name, name@N, name@tag).")
+@click.option("--label-set", help="Compute DS on the fly from this label set instead of --from-set.")
+@click.option("--ds-threshold", type=float, help="τ_ds for the on-the-fly DS step.")
+@pass_store
+def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+            threshold, top_k, per, pool_where, device, pairs_where, text_model, from_set, label_set, ds_threshold):
+    """Augmented domain-specific: DS captions × wild clips, score ≥ τ.
+
+    \b
+    Examples:
+      curator build ads --model clap --name ads_esc --from-set ds_esc@2 --threshold 0.3 \\
+        --top-k 20 --pool-where "source = 'wild'"
+      curator build ads --model clap --name ads_esc --label-set esc50 --ds-threshold 0.65 \\
+        --threshold 0.3 --pool-where "source = 'wild'"
+    """
+    ds = None
+    if label_set is not None or ds_threshold is not None:
+        if label_set is None or ds_threshold is None:
+            raise ParameterError("ads: --label-set and --ds-threshold go together")
+        ds = DSOptions(label_set, ds_threshold, pairs_where, text_model)
+    store = ctx.store(create=False)
+    b = build_ads(store, model_name, MatchOptions(threshold, top_k, per, device), pool_where, from_set, ds,
+                  allow_contaminated, _decisions(decisions_path), keep_accepted)
+    _write(store, set_name, b, allow_empty)
+
+
+@click.command("pseudo-label")
+@click.option("--model", "model_name", required=True, help="Teacher (or student) whose vectors score the clips.")
+@click.option("--label-set", required=True, help="Label set whose prompts are the classes.")
+@click.option("--name", "set_name", required=True, help="Set name; each run is a new version of it.")
+@click.option("--min-confidence", type=float, default=0.9, show_default=True, help="Keep clips with max p ≥ this.")
+@click.option("--audio-where", metavar="SQL", help="Clips to label: SQL over `audio` (default: all clips).")
+@click.option("--max-per-class", type=int, help="Keep at most N clips per class (most confident first).")
+@click.option("--temperature", type=float, help="Use softmax(a·p / T) instead of the model's logit scale.")
+@click.option("--classifier", type=click.Path(file_okay=False), metavar="CKPT",
+              help="Take p(c|x) from a trained classifier checkpoint instead of zero-shot scores.")
+@click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
+@click.option("--allow-empty", is_flag=True, help="Write a version even when no clip passes.")
+@pass_store
+def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_where, max_per_class, temperature,
+                 classifier, allow_contaminated, allow_empty):
+    """Pseudo-label unlabelled clips from zero-shot scores (or a classifier) and keep the confident ones.
+
+    \b
+    Example:
+      curator pseudo-label --model student_r1 --label-set tut --min-confidence 0.9 \\
+        --name pl_r2 --audio-where "source = 'scenes' and labels is null" --max-per-class 200
+    """
+    store = ctx.store(create=False)
+    opts = PseudoOptions(label_set, min_confidence, audio_where, max_per_class, temperature, classifier)
+    b = build_pseudo(store, model_name, opts, allow_contaminated)
+    _write(store, set_name, b, allow_empty)
+    counts = b.stats.get("per_class", {})
+    echo_table(pa.Table.from_pylist([{"label": k, "clips": v} for k, v in counts.items()],
+                                    schema=pa.schema([("label", pa.string()), ("clips", pa.int64())])))
+
+
+@click.command("guard")
+@click.option("--model", "model_name", help="Model whose audio vectors find near-duplicates (omit: sha1 only).")
+@click.option("--pool-where", required=True, metavar="SQL", help="Wild pool: SQL over `audio`.")
+@click.option("--eval-where", required=True, metavar="SQL", help="Evaluation clips: SQL over `audio`.")
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+              help="Audio-audio cosine at or above which a pool clip counts as a duplicate.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N].")
+@pass_store
+def guard(ctx, model_name, pool_where, eval_where, threshold, device):
+    """Find pool clips that duplicate evaluation clips and exclude them from later builds.
+
+    Duplicates: same clip, same sha1 content hash, or audio-vector cosine ≥ threshold. Findings
+    are added to the `contamination` table; builds skip them unless --allow-contaminated.
+
+    \b
+    Example:
+      curator guard --model clap --pool-where "source = 'wild'" \\
+        --eval-where "source = 'esc50'" --threshold 0.98
+    """
+    from curator.models.registry import get_model
+
+    store = ctx.store(create=False)
+    model = get_model(store, model_name) if model_name else None
+    rows = find_contamination(store, pool_where, eval_where, model, threshold, device)
+    added = record_contamination(store, rows) if rows.num_rows else 0
+    click.echo(f"{rows.num_rows} contaminated pair(s) found, {added} new; "
+               f"{len(set(rows.column('audio_id').to_pylist()))} pool clip(s) excluded from builds")
+    if rows.num_rows:
+        echo_table(rows.select(["audio_id", "eval_audio_id", "reason", "similarity"]))
+
+
+@build.command("labelled")
+@click.option("--name", "set_name", required=True, help="Set name; each build is a new version of it.")
+@click.option("--audio-where", metavar="SQL", help="Clips to take: SQL over `audio` (only clips with a label "
+              "are kept).")
+@click.option("--label-set", help="Take each row's text (and text_id) from this label set's prompts.")
+@click.option("--model", "model_name", help="Attach this model's clip and prompt vectors (needs --label-set).")
+@click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
+@click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@pass_store
+def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contaminated, allow_empty):
+    """The labelled clips as a set: label = the clip's first label (round 0 of pseudo-labelling).
+
+    \b
+    Examples:
+      curator build labelled --name scenes_lab --audio-where "source = 'scenes'"
+      curator build labelled --name scenes_lab --label-set scenes --model clf_r0 \\
+        --audio-where "source = 'scenes' and city = 'paris'"
+    """
+    from curator.curate.labelled import build_labelled
+
+    store = ctx.store(create=False)
+    b = build_labelled(store, audio_where, label_set, model_name, allow_contaminated)
+    _write(store, set_name, b, allow_empty)
+    _per_class(b.stats.get("per_class", {}))
+
+
+@build.command("union")
+@click.option("--name", "set_name", required=True, help="Set name; each build is a new version of it.")
+@click.option("--from", "refs", multiple=True, required=True, metavar="REF",
+              help="Input set (name, name@N, name@tag); repeat. A clip in several inputs keeps the first's rows.")
+@click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@pass_store
+def union_cmd(ctx, set_name, refs, allow_empty):
+    """Rows of several sets as one set (e.g. labelled + pseudo-labelled clips for retraining).
+
+    Teacher vectors are kept when every input carries the same model's; otherwise they are
+    dropped (classification and the hybrid loss do not need them).
+
+    \b
+    Example:
+      curator build union --name scenes_r1 --from scenes_lab@1 --from scenes_pl@1
+    """
+    from curator.curate.labelled import build_union
+
+    store = ctx.store(create=False)
+    b = build_union(store, list(refs))
+    _write(store, set_name, b, allow_empty)
+
+
+def _per_class(counts: dict) -> None:
+    if counts:
+        echo_table(pa.Table.from_pylist([{"label": k, "clips": v} for k, v in counts.items()],
+                                        schema=pa.schema([("label", pa.string()), ("clips", pa.int64())])))
+
+
+COMMANDS = (build, pseudo_label, guard)

@@ -1,0 +1,80 @@
+"""`curator query`, `curator tables`, `curator versions`, `curator tag`."""
+
+from __future__ import annotations
+
+import click
+
+from curator.cli.common import echo_table, pass_store
+from curator.store.sql import parse_at, query
+
+
+@click.command("query")
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the result to a file instead of stdout.")
+@click.option("--at", "at_specs", multiple=True, metavar="TABLE@VERSION",
+              help="Read a past version (or tag) of a table; repeatable.")
+@pass_store
+def query_cmd(ctx, sql, fmt, out, at_specs):
+    """Run DuckDB SQL over the store: every table is a view of the same name.
+
+    \b
+    Examples:
+      curator query "select source, count(*) n from audio group by 1"
+      curator query --at audio@1 "select count(*) from audio"
+      curator query "select * from candidates where score > 0.5" --format parquet --out pairs.parquet
+    """
+    store = ctx.store(create=False)
+    echo_table(query(store, sql, parse_at(at_specs)), fmt, out)
+
+
+@click.command("tables")
+@pass_store
+def tables_cmd(ctx):
+    """List the store's tables with rows, current version and size on disk.
+
+    \b
+    Example:
+      curator --store ./store tables
+    """
+    import pyarrow as pa
+
+    infos = ctx.store(create=False).info()
+    echo_table(pa.Table.from_pylist(
+        [{"table": i.name, "rows": i.rows, "version": i.version,
+          "size_mb": None if i.size_bytes is None else round(i.size_bytes / 1e6, 3)} for i in infos],
+        schema=pa.schema([("table", pa.string()), ("rows", pa.int64()), ("version", pa.int64()),
+                          ("size_mb", pa.float64())])))
+
+
+@click.command("versions")
+@click.argument("table")
+@pass_store
+def versions_cmd(ctx, table):
+    """List the versions of a table (with tags); any of them can be read with `query --at`.
+
+    \b
+    Example:
+      curator versions audio
+    """
+    import pyarrow as pa
+
+    rows = ctx.store(create=False).versions(table)
+    echo_table(pa.Table.from_pylist([{**r, "tags": ", ".join(r["tags"])} for r in rows]))
+
+
+@click.command("tag")
+@click.argument("table")
+@click.argument("version", type=int)
+@click.argument("tag")
+@pass_store
+def tag_cmd(ctx, table, version, tag):
+    """Name a table version so it can be read as TABLE@TAG.
+
+    \b
+    Example:
+      curator tag audio 3 before-cleanup
+    """
+    ctx.store(create=False).tag(table, version, tag)
+    click.echo(f"tagged {table}@{version} as {table}@{tag}")

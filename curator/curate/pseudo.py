@@ -1,0 +1,194 @@
+"""Pseudo-labelled sets (DESIGN.md section 6 item 7).
+
+p(c | x) = softmax_c(s * a . p_c), with a the clip's teacher audio vector, p_c the class's prompt
+vector and s the model's logit scale (or 1 / --temperature); or p(c | x) from a trained
+classifier checkpoint. A clip is kept when max_c p >= the confidence threshold; its row records
+the label, confidence p1, margin p1 - p2 and entropy -sum p ln p (nats), with the chosen class's
+prompt as the text side.
+
+When a label has several prompts (templates), its class vector is their renormalised mean
+(prompt ensembling) and the row's text is the first prompt in text_id order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from curator.curate.rows import assemble, select_clips, select_texts, vectors
+from curator.curate.strategies import PROMPTS, Build, _begin
+from curator.store.store import Store
+from schemas.errors import ModelError, ParameterError
+
+BLOCK = 16384
+
+
+@dataclass
+class PseudoOptions:
+    label_set: str
+    min_confidence: float = 0.9
+    audio_where: str | None = None
+    max_per_class: int | None = None
+    temperature: float | None = None
+    classifier: str | None = None
+
+    def check(self) -> None:
+        if not 0.0 < self.min_confidence <= 1.0:
+            raise ParameterError(f"--min-confidence {self.min_confidence}: must be in (0, 1]")
+        if self.max_per_class is not None and self.max_per_class < 1:
+            raise ParameterError(f"--max-per-class {self.max_per_class}: must be at least 1")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ParameterError(f"--temperature {self.temperature}: must be positive")
+
+    def params(self) -> dict:
+        return {"label_set": self.label_set, "min_confidence": self.min_confidence,
+                "audio_where": self.audio_where, "max_per_class": self.max_per_class,
+                "temperature": self.temperature, "classifier": self.classifier}
+
+
+def softmax_stats(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(argmax, p1, p1 - p2, entropy in nats) of row-wise softmax(logits), numerically stable."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    p = e / e.sum(axis=1, keepdims=True)
+    return probability_stats(p)
+
+
+def probability_stats(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    arg = p.argmax(axis=1)
+    top = np.sort(p, axis=1)[:, ::-1]
+    p2 = top[:, 1] if p.shape[1] > 1 else np.zeros(len(p), p.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+    return arg, top[:, 0], top[:, 0] - p2, ent
+
+
+def _classes(store, lin, model, label_set: str):
+    """Class labels (sorted), first prompt text_id / text per class, unit class vectors."""
+    prompts = select_texts(store, lin, PROMPTS, None, f"label set {label_set!r}", params=[label_set])
+    pos, vecs = vectors(store, lin, model, "text", prompts.column("text_id").to_pylist(), "prompts")
+    if len(pos) == 0:
+        raise ParameterError(f"label set {label_set!r}: no prompt has a vector from {model.model_id!r}; "
+                             "embed the prompts first")
+    prompts = prompts.take(pa.array(pos, pa.int64()))
+    labels = prompts.column("label").to_pylist()
+    classes = sorted({lab for lab in labels if lab is not None})
+    first_id, first_text, class_vecs = [], [], []
+    ids, texts = prompts.column("text_id").to_pylist(), prompts.column("text").to_pylist()
+    for c in classes:
+        idx = [i for i, lab in enumerate(labels) if lab == c]
+        first_id.append(ids[idx[0]])
+        first_text.append(texts[idx[0]])
+        v = vecs[idx].mean(axis=0)
+        class_vecs.append(v / max(float(np.linalg.norm(v)), 1e-12))
+    return classes, first_id, first_text, np.stack(class_vecs).astype(np.float32)
+
+
+def _zero_shot(audio_vecs: np.ndarray, class_vecs: np.ndarray, scale: float):
+    out = [softmax_stats(scale * (audio_vecs[s:s + BLOCK] @ class_vecs.T).astype(np.float64))
+           for s in range(0, len(audio_vecs), BLOCK)]
+    return tuple(np.concatenate([o[k] for o in out]) for k in range(4))
+
+
+def _scale(model, temperature: float | None) -> float:
+    if temperature is not None:
+        return 1.0 / temperature
+    s = getattr(model, "logit_scale", None)
+    if s is None or not np.isfinite(s) or s <= 0:
+        raise ModelError(f"model {model.model_id!r} has no logit scale; pass --temperature")
+    return float(s)
+
+
+def _from_classifier(path: str, store: Store, audio_ids: list[str], classes: list[str]):
+    try:
+        from trainer.students.classifier import predict_proba
+    except ImportError:
+        raise ParameterError("classifier support needs trainer.students.classifier (not installed in this build)") from None
+    labels, probs = predict_proba(path, store.uri, audio_ids)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(audio_ids), len(labels)):
+        raise ParameterError(f"classifier {path}: returned probabilities of shape {probs.shape}, expected "
+                             f"({len(audio_ids)}, {len(labels)})")
+    unknown = [lab for lab in labels if lab not in classes]
+    if unknown:
+        raise ParameterError(f"classifier {path}: label(s) {', '.join(map(str, unknown[:5]))} have no prompt in "
+                             "the label set")
+    # Reorder the classifier's columns into the label set's class order.
+    full = np.zeros((len(audio_ids), len(classes)))
+    for j, lab in enumerate(labels):
+        full[:, classes.index(lab)] = probs[:, j]
+    return probability_stats(full)
+
+
+def _cap(labels: np.ndarray, conf: np.ndarray, audio_ids: list[str], keep: np.ndarray, cap: int | None):
+    """Indices kept, at most `cap` per class: the most confident first, ties by audio_id."""
+    idx = np.nonzero(keep)[0]
+    order = sorted(idx.tolist(), key=lambda i: (int(labels[i]), -float(conf[i]), audio_ids[i]))
+    if cap is None:
+        return np.array(sorted(order), np.int64)
+    taken, out = {}, []
+    for i in order:
+        c = int(labels[i])
+        if taken.get(c, 0) < cap:
+            taken[c] = taken.get(c, 0) + 1
+            out.append(i)
+    return np.array(sorted(out), np.int64)
+
+
+def _trained_on(path: str) -> str | None:
+    """The set a classifier checkpoint was trained on, from its checkpoint.json (any nested dict
+    holding name + version + content_hash), so lineage reaches back through it."""
+    meta = Path(path) / "checkpoint.json"
+    if not meta.is_file():
+        return None
+    data = json.loads(meta.read_text())
+    if isinstance(data, dict) and isinstance(data.get("trained_on"), str):
+        return data["trained_on"]
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if {"name", "version", "content_hash"} <= node.keys():
+                return f"{node['name']}@{node['version']}"
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_contaminated: bool = False) -> Build:
+    opts.check()
+    model, lin = _begin(store, model_name)
+    classes, p_ids, p_texts, class_vecs = _classes(store, lin, model, opts.label_set)
+    clips = select_clips(store, lin, opts.audio_where, "--audio-where", allow_contaminated)
+    a_pos, a_vecs = vectors(store, lin, model, "audio", clips.column("audio_id").to_pylist(), "clips")
+    if len(a_pos) == 0:
+        raise ParameterError(f"no selected clip has a vector from {model.model_id!r}; run `curator embed` first")
+    audio_ids = clips.column("audio_id").take(pa.array(a_pos, pa.int64())).to_pylist()
+    params = opts.params()
+    if opts.classifier:
+        labels, conf, margin, ent = _from_classifier(opts.classifier, store, audio_ids, classes)
+        lin.add(f"classifier:{Path(opts.classifier).resolve()}")
+        parent = _trained_on(opts.classifier)
+        if parent:
+            lin.add(f"set:{parent}")
+    else:
+        params["logit_scale"] = _scale(model, opts.temperature)
+        labels, conf, margin, ent = _zero_shot(a_vecs, class_vecs, params["logit_scale"])
+    keep = conf >= opts.min_confidence
+    sel = _cap(labels, conf, audio_ids, keep, opts.max_per_class)
+    chosen = labels[sel].astype(np.int64)
+    score = np.einsum("ij,ij->i", a_vecs[sel], class_vecs[chosen]).astype(np.float32)
+    columns = {"text_id": [p_ids[c] for c in chosen], "text": [p_texts[c] for c in chosen], "score": score,
+               "label": [classes[c] for c in chosen], "confidence": conf[sel].astype(np.float32),
+               "margin": margin[sel].astype(np.float32), "entropy": ent[sel].astype(np.float32)}
+    rows = assemble(clips, a_pos[sel], columns, a_vecs[sel], class_vecs[chosen])
+    counts = {c: 0 for c in classes}
+    for c in chosen:
+        counts[classes[c]] += 1
+    lin.stats.update({"clips_scored": len(a_pos), "above_confidence": int(keep.sum()), "per_class": counts})
+    return Build(rows, "pseudo", params, lin.inputs, model, lin.stats)

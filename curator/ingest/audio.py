@@ -1,0 +1,139 @@
+"""Ingest audio clips into `audio`: probe each file, hash it, and upsert its row.
+
+Ingest reads headers only (soundfile.info) plus a streamed content hash: no full decode, so a
+10k-file folder ingests at disk speed. A file that cannot be read goes to `errors` with the
+reason and the rest carries on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pyarrow as pa
+import soundfile as sf
+
+from curator.ingest.sources import ClipSpec
+from curator.store.store import Store, now
+from schemas.errors import CuratorError
+from schemas.ids import audio_id as make_audio_id
+from schemas.tables import AUDIO
+
+BATCH = 2000
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    existing: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
+
+    @property
+    def seen(self) -> int:
+        return self.added + self.existing + len(self.failed)
+
+
+# -- reading one clip -----------------------------------------------------------------------------
+def sha1_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+EXACT_SEEK_FORMATS = {"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF"}
+
+
+def _read_header(path: Path, probe_frames: int = 256):
+    """Open once: header fields, plus a few decoded frames at the start and the end. That catches
+    truncated or garbled files for the price of two small reads, without decoding the clip."""
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            frames, sr, channels, fmt = fh.frames, fh.samplerate, fh.channels, fh.format
+            if frames <= 0 or sr <= 0:
+                raise CuratorError("audio header reports no samples")
+            head = fh.read(min(probe_frames, frames), dtype="int16")
+            tail = head
+            # libsndfile seeks Ogg and MP3 inexactly near the end (a read there can return nothing
+            # from a sound file), so only formats with exact seeking get the tail check.
+            if frames > probe_frames and fmt in EXACT_SEEK_FORMATS:
+                fh.seek(frames - probe_frames)
+                tail = fh.read(probe_frames, dtype="int16")
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise CuratorError(f"not a readable audio file ({str(exc).splitlines()[-1].strip()})") from None
+    if len(head) == 0 or len(tail) == 0:
+        raise CuratorError("corrupt audio data (the header promises samples the file does not hold)")
+    return frames, sr, channels, fmt
+
+
+def probe(spec: ClipSpec) -> dict:
+    """Header + hash of one clip as an `audio` row; raises CuratorError with the reason."""
+    path = spec.path
+    if not path.exists():
+        raise CuratorError("file not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise CuratorError("empty file (0 bytes)")
+    frames, sr, channels, fmt = _read_header(path)
+    return {
+        "audio_id": spec.audio_id or make_audio_id(spec.source, spec.relative),
+        "uri": str(path if path.is_absolute() else path.resolve()),
+        "source": spec.source,
+        "split": spec.split,
+        "duration_s": frames / sr,
+        "sample_rate": int(sr),
+        "channels": int(channels),
+        "format": fmt,
+        "labels": spec.labels,
+        "fold": spec.fold,
+        "city": spec.city,
+        "recorded_at": spec.recorded_at,
+        "sha1": sha1_of(path),
+        "size_bytes": size,
+    }
+
+
+def _probe_safe(spec: ClipSpec):
+    try:
+        return probe(spec), None
+    except CuratorError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot read file ({exc.strerror or exc})"
+
+
+def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> IngestReport:
+    """Probe clips on a thread pool (hashing is I/O bound) and upsert them in batches."""
+    specs = list(specs)
+    # More threads than cores only adds GIL hand-offs on local disks (measured: 8 threads were 1.8x
+    # slower than 2 on 2 cores); raise --workers for network storage, where reads wait on latency.
+    workers = workers or os.cpu_count() or 1
+    report = IngestReport()
+    stamp = now()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(specs), BATCH):
+            chunk = specs[start:start + BATCH]
+            rows, errors = [], []
+            for spec, (row, reason) in zip(chunk, pool.map(_probe_safe, chunk)):
+                if row is None:
+                    uri = str(spec.path)
+                    report.failed.append((uri, reason))
+                    errors.append({"item_id": spec.audio_id or make_audio_id(spec.source, spec.relative),
+                                   "uri": uri, "stage": "ingest", "message": reason})
+                else:
+                    row["ingested_at"] = stamp
+                    rows.append(row)
+            if rows:
+                added = store.upsert("audio", pa.Table.from_pylist(rows, schema=AUDIO))
+                report.added += added
+                report.existing += len(rows) - added
+            store.record_errors(errors)
+            if on_progress:
+                on_progress(len(chunk))
+    return report

@@ -1,0 +1,235 @@
+"""The arithmetic of exact matching: blocked matrix products and the canonical pair score.
+
+Decisions are made on one *canonical* score per pair, the float64 sum of float32 products, which
+does not depend on block shapes, BLAS kernels or the device. The matrix product (fp32 on CPU,
+bf16 on a GPU) is only a prefilter: a pair whose block score is more than `margin` away from the
+bound it is compared with is decided by the block score (its error is provably below the margin);
+only pairs inside the band are re-scored canonically. So fp32, bf16 and DuckDB's double-precision
+reference keep exactly the same pairs.
+
+On CPU the fp32 product runs through torch (MKL) or numpy (OpenBLAS), whichever is faster here
+(timed once per process), into the same zero-copy buffer; on a GPU through torch.
+
+Margins: fp32 matmul error on unit vectors is below d * 2^-24 in the worst case, so the margin is
+max(1e-4, d * 2^-23). bf16 inputs are each off by <= 2^-9 relative, so the product is off by
+<= 2 * 2^-9 * sum|t_i a_i| <= 0.0039 (Cauchy-Schwarz), plus <= 2^-9 for rounding the bf16 result:
+under 0.006, and the margin is 0.01.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from trainer.device import resolve_device
+
+BF16_MARGIN = 0.01
+CPU_BLOCK = (2048, 4096)  # (rows, cols): S is 32 MB, matmul ~90% of peak, compare stays cheap
+GPU_BLOCK = (16384, 65536)
+
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="match-compare")
+
+
+def fp32_margin(dim: int) -> float:
+    return max(1e-4, dim * 2.0 ** -23)
+
+
+@lru_cache(maxsize=8)
+def _faster_blas(dim: int) -> str:
+    """torch's CPU BLAS (MKL) ran ~20-30 % slower than numpy's OpenBLAS on the AMD machines here,
+    and the other way round elsewhere: time one product with each, once per process."""
+    import time
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1024, dim), dtype=np.float32)
+    b = rng.standard_normal((2048, dim), dtype=np.float32)
+    out = np.empty((1024, 2048), np.float32)
+    ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+    best = {"torch": np.inf, "numpy": np.inf}
+    for _ in range(3):
+        for name, fn in (("torch", lambda: torch.mm(ta, tb.t(), out=to)), ("numpy", lambda: np.matmul(a, b.T, out=out))):
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return min(best, key=best.get)
+
+
+def blas_threads(n: int | None = None):
+    """Hold numpy's BLAS to torch's thread count while matching (tests run one thread; a user's
+    `torch.set_num_threads` should bind both libraries). No-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(limits=n or torch.get_num_threads(), user_api="blas")
+
+
+def cpu_blas(dim: int, choice: str = "auto") -> str:
+    if choice not in ("auto", "torch", "numpy"):
+        raise ValueError(f"blas must be auto, torch or numpy, got {choice!r}")
+    return _faster_blas(max(dim, 1)) if choice == "auto" else choice
+
+
+def as_f32(x: np.ndarray) -> np.ndarray:
+    """C-contiguous float32 without a copy when it already is one."""
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class Engine:
+    """Two matrices (rows x d, cols x d) on one device, scored block by block.
+
+    On CPU the fp32 tensors are `torch.from_numpy` views of the caller's arrays: no copy.
+    """
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, device: str = "auto", precision: str = "auto",
+                 block: tuple[int, int] | int | None = None, blas: str = "auto"):
+        self.device = resolve_device(device)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        self.precision = precision
+        self.rows = torch.from_numpy(as_f32(rows)).to(self.device)
+        self.cols = torch.from_numpy(as_f32(cols)).to(self.device)
+        self.dim = int(self.rows.shape[1]) if self.rows.ndim == 2 else 0
+        self.low = precision == "bf16"
+        self.margin = BF16_MARGIN if self.low else fp32_margin(self.dim)
+        # The bf16 copies cost half the fp32 memory once, instead of a cast per block.
+        self._rows_mm = self.rows.to(torch.bfloat16) if self.low else self.rows
+        self._cols_mm = self.cols.to(torch.bfloat16) if self.low else self.cols
+        if isinstance(block, int):
+            block = (block, block)
+        self.block = tuple(block or (GPU_BLOCK if self.device.type == "cuda" else CPU_BLOCK))
+        mm_dtype = torch.bfloat16 if self.low else torch.float32
+        self._buf = torch.empty(self.block[0] * self.block[1], dtype=mm_dtype, device=self.device)
+        self._mask = torch.empty(self.block[0] * self.block[1], dtype=torch.bool, device=self.device)
+        self._mask_np = self._mask.numpy() if self.device.type == "cpu" else None
+        self.compare_threads: int | None = None  # default: torch's thread count
+        self._np_blas = self.device.type == "cpu" and not self.low and cpu_blas(self.dim, blas) == "numpy"
+        if self._np_blas:
+            self._rows_np, self._cols_np = self.rows.numpy(), self.cols.numpy()
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def n_cols(self) -> int:
+        return int(self.cols.shape[0])
+
+    def scores(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        """Block scores rows[r0:r1] . cols[c0:c1] into a reused buffer (valid until the next call)."""
+        out = self._buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
+        if self._np_blas:
+            np.matmul(self._rows_np[r0:r1], self._cols_np[c0:c1].T, out=out.numpy())
+        else:
+            torch.mm(self._rows_mm[r0:r1], self._cols_mm[c0:c1].t(), out=out)
+        return out
+
+    def candidates(self, s: torch.Tensor, bound: np.ndarray | float):
+        """Local (r, c, block score as float32 numpy) of entries >= bound - margin.
+
+        `bound` is a scalar or one float per row. On CPU the compare runs in numpy (SIMD compare +
+        flatnonzero took ~5 ms per 8M scores against ~20 ms for torch.ge + nonzero), split over
+        threads because numpy releases the GIL there.
+        """
+        # bf16 rounds the bound by up to 2^-9 in the compare, so widen the band by 2^-8.
+        slack = self.margin + (2.0 ** -8 if self.low else 0.0)
+        lo = np.asarray(bound, dtype=np.float64) - slack
+        if self.device.type == "cpu" and not self.low:
+            return self._candidates_np(s.numpy(), lo)
+        mask = self._mask[: s.numel()].view(s.shape)
+        if lo.ndim:
+            torch.ge(s, torch.from_numpy(lo.astype(np.float32)).to(s.device, s.dtype)[:, None], out=mask)
+        else:
+            torch.ge(s, float(lo), out=mask)
+        idx = mask.nonzero()
+        if idx.shape[0] == 0:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0, np.float32)
+        r, c = idx[:, 0], idx[:, 1]
+        vals = s[r, c].float()
+        return r.cpu().numpy(), c.cpu().numpy(), vals.cpu().numpy()
+
+    def _candidates_np(self, a: np.ndarray, lo: np.ndarray):
+        n_rows, n_cols = a.shape
+        mask = self._mask_np[: a.size].reshape(a.shape)
+        lo32 = lo.astype(np.float32)
+
+        def part(span):
+            r0, r1 = span
+            bound = lo32[r0:r1, None] if lo32.ndim else lo32
+            np.greater_equal(a[r0:r1], bound, out=mask[r0:r1])
+            return np.flatnonzero(mask[r0:r1]) + r0 * n_cols
+
+        threads = min(self.compare_threads or torch.get_num_threads(), max(1, n_rows // 64))
+        if threads > 1:
+            edges = np.linspace(0, n_rows, threads + 1).astype(int)
+            flat = np.concatenate(list(_pool(threads).map(part, zip(edges[:-1], edges[1:]))))
+        else:
+            flat = part((0, n_rows))
+        r, c = np.divmod(flat, n_cols)
+        return r, c, a.reshape(-1)[flat]
+
+    def _pairwise(self, ri: np.ndarray, ci: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+        return pairwise(self.rows, self.cols, ri, ci, dtype)
+
+    def canonical(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
+        """float64 scores of global (row, col) pairs, identical whatever the block layout."""
+        return self._pairwise(ri, ci, torch.float64)
+
+    def fp32(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
+        """float32 scores of pairs decided by a bf16 prefilter (their stored score)."""
+        return self._pairwise(ri, ci, torch.float32)
+
+
+def pairwise(rows: torch.Tensor, cols: torch.Tensor, ri: np.ndarray, ci: np.ndarray,
+             dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """rows[ri] . cols[ci] pair by pair in `dtype`, in chunks that bound the gathered copies."""
+    out = np.empty(len(ri), dtype=np.float64 if dtype == torch.float64 else np.float32)
+    dim = int(rows.shape[1]) if rows.ndim == 2 else 1
+    step = max(1024, (1 << 22) // max(dim, 1))
+    for i in range(0, len(ri), step):
+        r = torch.from_numpy(np.ascontiguousarray(ri[i:i + step])).to(rows.device)
+        c = torch.from_numpy(np.ascontiguousarray(ci[i:i + step])).to(cols.device)
+        a = rows.index_select(0, r).to(dtype)
+        b = cols.index_select(0, c).to(dtype)
+        out[i:i + step] = (a * b).sum(1).cpu().numpy()
+    return out
+
+
+def canonical_scores(rows: np.ndarray, cols: np.ndarray, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
+    """The canonical float64 score of (rows[ri], cols[ci]) pairs from numpy arrays (no copies)."""
+    if len(ri) == 0:
+        return np.empty(0, np.float64)
+    return pairwise(torch.from_numpy(as_f32(rows)), torch.from_numpy(as_f32(cols)), ri, ci)
+
+
+def lexrank(rows: np.ndarray, cols: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order by (row, score desc, col) and the 0-based rank of each pair within its row."""
+    order = np.lexsort((cols, -score, rows))
+    r = rows[order]
+    if len(r) == 0:
+        return order, np.empty(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+    counts = np.diff(np.r_[starts, len(r)])
+    rank = np.arange(len(r)) - np.repeat(starts, counts)
+    return order, rank
+
+
+def swapped(eng: Engine) -> Engine:
+    """The same engine with rows and columns exchanged (shares tensors and buffers)."""
+    other = object.__new__(Engine)
+    other.__dict__.update(eng.__dict__)
+    other.rows, other.cols = eng.cols, eng.rows
+    other._rows_mm, other._cols_mm = eng._cols_mm, eng._rows_mm
+    if eng._np_blas:
+        other._rows_np, other._cols_np = eng._cols_np, eng._rows_np
+    return other

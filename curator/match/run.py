@@ -1,0 +1,183 @@
+"""A match run against the store: resolve the model, read the vectors, match, write the results.
+
+Everything that can be refused (threshold, model, mixed vectors, empty pools, an existing run
+name) is checked before the first write, so a refused run writes nothing. Pairs are streamed into
+`candidates` in large appends; the `runs` row is written last, so a run without a `runs` row is an
+interrupted one and its leftover candidates are removed when the name is used again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from curator.match.exact import match_blocks
+from curator.match.params import check_params
+from curator.models.registry import get_model
+from curator.store.sql import ids_where
+from curator.store.store import Store, now
+from curator.store.vectors import check_same_model, read_vectors
+from schemas.errors import ModelError, ParameterError
+from schemas.tables import CANDIDATES, RUNS
+
+METHODS = ("exact", "ann", "sql")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+WRITE_ROWS = 2_000_000  # rows per append: few Lance fragments, bounded memory
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    method: str
+    model_id: str
+    threshold: float
+    top_k: int | None
+    per: str
+    n_texts: int
+    n_audio: int
+    pairs: int
+    recall: float | None
+    duration_s: float
+    inputs: list[str] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def run_exists(store: Store, run_id: str) -> bool:
+    if not store.has("runs"):
+        return False
+    runs = store.read("runs", columns=["run_id"]).column(0).to_pylist()
+    return run_id in runs
+
+
+def delete_run(store: Store, run_id: str) -> None:
+    for name in ("candidates", "runs"):
+        if store.has(name):
+            store.open_existing(name).delete(f"run_id = {_quote(run_id)}")
+
+
+def _check_run_name(store: Store, run_name: str | None, replace: bool) -> str:
+    if not run_name or not _RUN_NAME.match(run_name):
+        raise ParameterError(f"run name {run_name!r}: use letters, digits, _ . - (starting with a letter or digit)")
+    if run_exists(store, run_name) and not replace:
+        raise ParameterError(f"run {run_name!r} already exists; pass --replace to overwrite it or choose another name")
+    return run_name
+
+
+def _inputs(store: Store, tv, av, filtered: list[str]) -> list[str]:
+    refs = [tv.ref, av.ref]
+    refs += [store.table_ref(t) for t in filtered if store.has(t)]
+    return refs
+
+
+def _load(store: Store, model_id: str, texts_where: str | None, audio_where: str | None):
+    text_ids = ids_where(store, "texts", "text_id", texts_where) if texts_where else None
+    audio_ids = ids_where(store, "audio", "audio_id", audio_where) if audio_where else None
+    tv = read_vectors(store, model_id, "text", text_ids)
+    av = read_vectors(store, model_id, "audio", audio_ids)
+    return tv, av
+
+
+def _refuse_empty(tv, av, texts_where, audio_where) -> None:
+    for v, what, flag, where in ((tv, "captions", "--texts-where", texts_where), (av, "clips", "--audio-where", audio_where)):
+        if len(v) == 0:
+            why = f"no row selected by {flag} {where!r} has a vector in {v.table}" if where else f"{v.table} is empty"
+            raise ParameterError(f"no {what} to match: {why}")
+
+
+def load_pool(store: Store, model: str, texts_where: str | None = None, audio_where: str | None = None):
+    """(text Vectors, audio Vectors, ModelRecord) of a model, filtered, checked, non-empty."""
+    info = get_model(store, model)
+    if info.modalities and not {"audio", "text"} <= set(info.modalities):
+        raise ModelError(f"model {info.model_id!r} embeds only {', '.join(info.modalities)}; matching needs audio and text")
+    tv, av = _load(store, info.model_id, texts_where, audio_where)
+    check_same_model(tv, av, info)
+    _refuse_empty(tv, av, texts_where, audio_where)
+    return tv, av, info
+
+
+def run_match(store: Store, model: str, threshold: float, top_k: int | None = None, per: str = "text",
+              method: str = "exact", texts_where: str | None = None, audio_where: str | None = None,
+              run_name: str | None = None, replace: bool = False, device: str = "auto", block=None,
+              precision: str = "auto", ann: dict | None = None, progress=None) -> RunSummary:
+    """Match every (filtered) caption of `model` against every (filtered) clip; write the run."""
+    t0 = time.perf_counter()
+    t = check_params(threshold, top_k, per)
+    if method not in METHODS:
+        raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    run_id = _check_run_name(store, run_name, replace)
+    tv, av, info = load_pool(store, model, texts_where, audio_where)
+    params = {"texts_where": texts_where, "audio_where": audio_where,
+              "missing_vectors": {"text": tv.missing, "audio": av.missing}}
+    recall = None
+    if method == "exact":
+        blocks = match_blocks(tv.vecs, av.vecs, t, top_k, per, device=device, block=block,
+                              precision=precision, progress=progress)
+        params |= {"device": str(device), "precision": precision, "block": block}
+    elif method == "sql":
+        from curator.match.reference import match_sql
+
+        blocks = match_sql(tv.vecs, av.vecs, t, top_k, per)
+    else:
+        from curator.match.ann import match_ann
+
+        blocks, recall, ann_params = match_ann(store, info, tv, av, t, top_k, per, ann or {}, progress=progress)
+        params |= {"ann": ann_params}
+    delete_run(store, run_id)  # a replaced run, or leftovers of an interrupted one
+    pairs = _write_candidates(store, run_id, tv.ids, av.ids, blocks)
+    summary = RunSummary(run_id, method, info.model_id, t, top_k, per, len(tv), len(av), pairs, recall,
+                         round(time.perf_counter() - t0, 3),
+                         _inputs(store, tv, av, [n for n, w in (("texts", texts_where), ("audio", audio_where)) if w]),
+                         params)
+    _write_run(store, summary)
+    return summary
+
+
+def _write_candidates(store: Store, run_id: str, text_ids: pa.Array, audio_ids: pa.Array, blocks) -> int:
+    pending: list[tuple[np.ndarray, ...]] = []
+    held = total = 0
+    for r, c, s, rank in blocks:
+        if len(r) == 0:
+            continue
+        pending.append((r, c, s, rank))
+        held += len(r)
+        if held >= WRITE_ROWS:
+            total += _flush(store, run_id, text_ids, audio_ids, pending)
+            pending, held = [], 0
+    total += _flush(store, run_id, text_ids, audio_ids, pending)
+    return total
+
+
+def _flush(store, run_id, text_ids, audio_ids, pending) -> int:
+    if not pending:
+        return 0
+    r, c, s, rank = (np.concatenate([p[i] for p in pending]) for i in range(4))
+    data = pa.table({
+        "run_id": pa.array(np.full(len(r), run_id, dtype=object), pa.string()),
+        "text_id": text_ids.take(pa.array(r)),
+        "audio_id": audio_ids.take(pa.array(c)),
+        "score": pa.array(s.astype(np.float32)),
+        "rank": pa.array(rank.astype(np.int32)),
+    }, schema=CANDIDATES)
+    return store.append("candidates", data)
+
+
+def _write_run(store: Store, s: RunSummary) -> None:
+    row = {
+        "run_id": s.run_id, "method": s.method, "model_id": s.model_id, "threshold": s.threshold,
+        "top_k": s.top_k, "per": s.per, "params": json.dumps(s.params, sort_keys=True, default=str),
+        "inputs": s.inputs, "n_texts": s.n_texts, "n_audio": s.n_audio, "pairs": s.pairs,
+        "recall": s.recall, "duration_s": s.duration_s, "created_at": now(),
+    }
+    store.append("runs", pa.Table.from_pylist([row], schema=RUNS))

@@ -1,0 +1,287 @@
+"""`trainer`: fit students on curated sets and evaluate them. Only this module prints and exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from schemas.errors import CuratorError, ParameterError
+from schemas.tables import PROMPT_TEMPLATE
+from trainer.cli.scene import classifier_eval_options, hybrid_options
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--store", "store_uri", envvar="CURATOR_STORE", default="./store", show_default=True,
+              help="Store folder or URI (env CURATOR_STORE).")
+@click.pass_context
+def cli(ctx: click.Context, store_uri: str) -> None:
+    """Train students on improvement sets and evaluate them zero-shot.
+
+    \b
+    Example:
+      trainer --store ./store fit --set ads --replay ds --replay-ratio 0.5 --out runs/s1
+      trainer --store ./store eval --model runs/s1 --label-set esc50 --audio-where "source = 'esc50'"
+    """
+    ctx.obj = {"store": store_uri}
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _json_option(text: str | None, what: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(open(text).read() if os.path.isfile(text) else text)
+    except (json.JSONDecodeError, OSError) as exc:
+        raise ParameterError(f"{what}: not valid JSON or a readable JSON file ({exc})") from None
+    if not isinstance(value, dict):
+        raise ParameterError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _resume_defaults(ctx: click.Context, params: dict) -> dict:
+    """On --resume, options left at their defaults take the checkpoint's values, so `--resume --out D`
+    alone continues a run; options given explicitly are checked against the checkpoint by `fit`."""
+    from trainer.train.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(params["out"])
+    recorded = dict(meta.get("hparams", {}))
+    recorded["set_ref"] = (meta.get("set") or {}).get("ref")
+    recorded["replay_ref"] = (meta.get("replay") or {}).get("ref")
+    recorded.pop("device", None)  # where a run continues is the caller's choice, not the checkpoint's
+    for name, value in recorded.items():
+        source = ctx.get_parameter_source(name) if name in ctx.params else None
+        if name in params and (source is None or source == click.core.ParameterSource.DEFAULT):
+            params[name] = value
+    return params
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--set", "set_ref", help="Set to train on: name, name@VERSION or name@TAG (bare name = latest).")
+@click.option("--replay", "replay_ref", help="Replay set (e.g. the teacher's training pairs).")
+@click.option("--replay-ratio", type=float, default=0.0, show_default=True,
+              help="Fraction of batches replaced whole by replay-set batches.")
+@click.option("--init", help="Start from: a student checkpoint folder, a ClapModel folder (clap-hf student), "
+                             "or a BERT-family text model folder (compact student; default: bundled MiniLM).")
+@click.option("--student", type=click.Choice(["compact", "clap-hf"]), default=None,
+              help="Student kind (default: inferred from --init).")
+@click.option("--student-config", help="JSON object (or file) of student options, e.g. '{\"dim\": 256}'.")
+@click.option("--loss", type=click.Choice(["clap", "soft", "multi", "hybrid"]), default="soft", show_default=True,
+              help="clap = hard contrastive, soft = soft-label (teacher vectors), multi = shared-label positives, "
+                   "hybrid = scene classifier CE + λ·context-text contrastive (docs/SCENES.md).")
+@click.option("--alpha", type=float, default=0.3, show_default=True, help="Soft-label weight.")
+@click.option("--tau-s", type=float, default=0.1, show_default=True, help="Soft-label temperature.")
+@click.option("--soft-source", type=click.Choice(["cross", "same"]), default="cross", show_default=True,
+              help="Which teacher similarity softens which direction.")
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Per process (rank).")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--warmup-steps", type=int, default=0, show_default=True)
+@click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Max grad norm (0 = off).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", required=True, help="Checkpoint folder to write (registrable as a model).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it was saved.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps (0 = only at the end).")
+@click.option("--log-every", type=int, default=10, show_default=True, help="Steps per metrics.jsonl line.")
+@click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--cache-mb", type=int, default=0, show_default=True, help="Keep up to this much decoded audio in memory.")
+@click.option("--eval-label-set", help="Zero-shot evaluate at each checkpoint on this label set's prompts.")
+@click.option("--eval-where", help="SQL over `audio` choosing the evaluation clips.")
+@click.option("--eval-template", default=PROMPT_TEMPLATE, show_default=True)
+@click.option("--stop-after", type=int, default=None, hidden=True, help="Stop after this step without saving.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@hybrid_options
+@click.pass_context
+def fit(ctx: click.Context, as_json: bool, **params) -> None:
+    """Train a student on a set version; writes a checkpoint folder.
+
+    \b
+    Example:
+      trainer fit --set ads@3 --replay ds --replay-ratio 0.5 --loss soft --epochs 5 \\
+          --batch-size 64 --lr 1e-4 --warmup-steps 500 --checkpoint-every 1000 --out runs/ads-s1
+      trainer fit --resume --out runs/ads-s1
+      torchrun --nproc-per-node 4 -m trainer fit --set ads --init teacher_clap/ --out runs/ddp
+      trainer fit --loss hybrid --classes scenes --lambda 0.1 --set scenes_train --lr 1e-3 --out runs/clf
+    """
+    from trainer.cli.scene import pop_hybrid, run_hybrid
+    from trainer.train.loop import FitConfig
+    from trainer.train.loop import fit as run_fit
+
+    hybrid = pop_hybrid(params)
+    if params["loss"] == "hybrid":
+        if not params["set_ref"]:
+            raise ParameterError("--set is required (name, name@VERSION or name@TAG)")
+        params["student_config"] = _json_option(params["student_config"], "--student-config")
+        return run_hybrid(ctx.obj["store"], params, hybrid, as_json, _progress_bar())
+
+    if params["resume"]:
+        params = _resume_defaults(ctx, params)
+    if not params["set_ref"]:
+        raise ParameterError("--set is required (name, name@VERSION or name@TAG)")
+    params["student_config"] = (params["student_config"] if isinstance(params["student_config"], dict)
+                                else _json_option(params["student_config"], "--student-config"))
+    cfg = FitConfig(store=ctx.obj["store"], **params)
+    result = run_fit(cfg, on_step=_progress_bar())
+    if not _is_main_rank():
+        return
+    if as_json:
+        click.echo(json.dumps(result.__dict__, default=str))
+        return
+    state = "stopped early at" if result.stopped_early else "finished at"
+    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+    click.echo(f"{state} step {result.step}/{result.total_steps}; last loss {loss}; checkpoint: {result.out}")
+    if result.skipped_clips:
+        click.echo(f"warning: skipped {result.skipped_clips} clip(s) that failed to decode "
+                   f"(ids in {result.out}/checkpoint.json)", err=True)
+
+
+def _progress_bar():
+    """tqdm on a terminal (rank 0), nothing otherwise; fed by the loop's per-log-step callback."""
+    if not sys.stderr.isatty() or not _is_main_rank():
+        return None
+    from tqdm import tqdm
+
+    bar = {"tqdm": None, "last": 0}
+
+    def on_step(row: dict) -> None:
+        if bar["tqdm"] is None:
+            bar["tqdm"] = tqdm(desc="fit", unit="step", dynamic_ncols=True, initial=row["step"] - 1)
+            bar["last"] = row["step"] - 1
+        bar["tqdm"].update(row["step"] - bar["last"])
+        bar["last"] = row["step"]
+        bar["tqdm"].set_postfix(loss=f"{row['loss']:.4f}" if row["loss"] is not None else "-",
+                                lr=f"{row['lr']:.2e}")
+
+    return on_step
+
+
+@cli.command("eval", context_settings=CONTEXT)
+@click.option("--model", help="Checkpoint / ClapModel folder, or a registered model name.")
+@click.option("--label-set", help="Classes = labels of this label set's prompts in `texts`.")
+@click.option("--labels", help="Comma-separated classes instead of --label-set.")
+@click.option("--audio-where", help="SQL over `audio` choosing the clips (truth = first of `labels`).")
+@click.option("--template", default=PROMPT_TEMPLATE, show_default=True)
+@click.option("--retrieval", is_flag=True, help="Also report text<->audio recall@1/5/10 on paired data.")
+@click.option("--set", "set_ref", help="Paired rows for --retrieval (default: captions in `texts`).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--plot", help="Write the confusion matrix as a PNG here.")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@classifier_eval_options
+@click.pass_context
+def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, set_ref, device, batch_size,
+             plot, as_json, classifier, truth, pseudo_set) -> None:
+    """Zero-shot classification and retrieval, the same protocol every time.
+
+    \b
+    Example:
+      trainer eval --model runs/ads-s1 --label-set esc50 --audio-where "source = 'esc50' and fold = 5" \\
+          --plot esc50.png
+      trainer eval --model student_v2 --retrieval --set ds@2 --json
+      trainer eval --classifier runs/clf --audio-where "source = 'scenes'" --truth ground_truth.csv \\
+          --pseudo-set scenes_pl
+    """
+    from trainer.cli.scene import run_classifier_eval
+    from trainer.device import resolve_device
+    from trainer.eval import zero_shot as ev
+
+    store = ctx.obj["store"]
+    if classifier:
+        return run_classifier_eval(store, classifier, audio_where, truth, pseudo_set, batch_size, device, plot,
+                                   as_json)
+    if truth or pseudo_set:
+        raise ParameterError("--truth and --pseudo-set go with --classifier")
+    if not model:
+        raise ParameterError("pass --model (zero-shot / retrieval) or --classifier (a classifier checkpoint)")
+    if not (label_set or labels or retrieval):
+        raise ParameterError("nothing to evaluate: pass --label-set / --labels (zero-shot) or --retrieval")
+    if set_ref and not retrieval:
+        raise ParameterError("--set is only used with --retrieval")
+    student = ev.load_model(ev.resolve_model(store, model), device=str(resolve_device(device)))
+    results = {"model": model}
+    if label_set or labels:
+        classes = [c.strip() for c in labels.split(",") if c.strip()] if labels else ev.prompt_labels(store, label_set)
+        res = ev.evaluate_zero_shot(student, ev.eval_clips(store, audio_where), classes, template, batch_size)
+        res.update({"label_set": label_set, "audio_where": audio_where})
+        if plot:
+            res["plot"] = ev.plot_confusion(res, plot)
+        results["zero_shot"] = res
+    if retrieval:
+        results["retrieval"] = ev.evaluate_retrieval(student, _pairs(store, set_ref, audio_where), batch_size)
+        results["retrieval"]["source"] = set_ref or "texts captions"
+    if as_json:
+        click.echo(json.dumps(results, default=str))
+    else:
+        _print_results(results)
+
+
+def _pairs(store: str, set_ref: str | None, audio_where: str | None):
+    from trainer.eval import zero_shot as ev
+
+    if not set_ref:
+        return ev.paired_captions(store, audio_where)
+    from schemas.sets import read_set
+
+    table, _ = read_set(store, set_ref)
+    return table.select(["audio_id", "uri", "text"])
+
+
+def _print_results(results: dict) -> None:
+    zs = results.get("zero_shot")
+    if zs:
+        acc = zs["accuracy"]
+        click.echo(f"zero-shot: accuracy {acc:.4f} over {zs['n']} clips, {len(zs['labels'])} classes, "
+                   f"mean class accuracy {zs['mean_class_accuracy']:.4f}" if acc is not None else "zero-shot: no clips")
+        if zs["excluded_unknown_label"] or zs["skipped"]:
+            click.echo(f"  excluded {zs['excluded_unknown_label']} clip(s) with a label outside the classes; "
+                       f"skipped {zs['skipped']} undecodable")
+        width = max(len(lab) for lab in zs["labels"])
+        for lab, v in zs["per_class"].items():
+            acc_c = f"{v['accuracy']:.3f}" if v["accuracy"] is not None else "  -  "
+            click.echo(f"  {lab:<{width}}  {acc_c}  ({v['correct']}/{v['n']})")
+        if len(zs["labels"]) <= 20:
+            click.echo("confusion (rows = true, columns = predicted, in the order above):")
+            for lab, row in zip(zs["labels"], zs["confusion"]):
+                click.echo(f"  {lab:<{width}}  " + " ".join(f"{v:4d}" for v in row))
+        if zs.get("plot"):
+            click.echo(f"confusion matrix plot: {zs['plot']}")
+    rt = results.get("retrieval")
+    if rt:
+        click.echo(f"retrieval on {rt['source']}: {rt['n_texts']} texts, {rt['n_audio']} clips")
+        for direction in ("text_to_audio", "audio_to_text"):
+            vals = "  ".join(f"{k} {v:.3f}" for k, v in rt[direction].items())
+            click.echo(f"  {direction.replace('_', ' ')}: {vals}")
+
+
+def run_main(group: click.Group, argv: list[str] | None = None) -> int:
+    """A CuratorError becomes one `error: ...` line on stderr and exit code 2 (same contract as curator)."""
+    try:
+        group.main(args=argv, standalone_mode=False)
+        return 0
+    except CuratorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun with --resume to continue from the last checkpoint", err=True)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_main(cli, argv))

@@ -1,0 +1,240 @@
+"""Zero-shot classification and cross-modal retrieval: the same protocol every time.
+
+Zero-shot: every class is the prompt `template.format(label=...)` embedded by the model's text
+tower; a clip's class is the argmax of its (centre-windowed) audio vector against those prompts.
+Retrieval: recall@K of text->audio and audio->text over paired rows.
+The store is read with LanceDB + DuckDB directly (the trainer never imports `curator`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from schemas.errors import ModelError, ParameterError, StoreError
+from schemas.reading import query
+from schemas.tables import PROMPT_TEMPLATE
+
+RECALL_KS = (1, 5, 10)
+
+
+# -- reading the store -------------------------------------------------------------------------
+def query_store(store_uri: str, sql: str, params: list | None = None) -> pa.Table:
+    """Run DuckDB SQL where each store table is a view of its latest version."""
+    return query(store_uri, sql, params)
+
+
+def prompt_labels(store_uri: str, label_set: str) -> list[str]:
+    """The classes of a label set: labels of its `texts` rows of kind 'prompt'."""
+    rows = query_store(store_uri, "select distinct label from texts where kind = 'prompt' and label_set = ? "
+                                  "and label is not null order by label", [label_set])
+    labels = rows.column("label").to_pylist()
+    if not labels:
+        known = query_store(store_uri, "select distinct label_set from texts where kind = 'prompt' "
+                                       "and label_set is not null order by 1").column(0).to_pylist()
+        raise ParameterError(f"label set {label_set!r} has no prompts in texts; known: {', '.join(known) or 'none'}")
+    return labels
+
+
+def eval_clips(store_uri: str, where: str | None) -> pa.Table:
+    """`audio` rows matching `where`, ground truth = first element of `labels`."""
+    cond = f"where {where}" if where else ""
+    clips = query_store(store_uri, f"select audio_id, uri, labels[1] as label from audio {cond} order by audio_id")
+    if clips.num_rows == 0:
+        raise ParameterError(f"no audio rows match {where!r}" if where else "the audio table is empty")
+    return clips
+
+
+def paired_captions(store_uri: str, where: str | None) -> pa.Table:
+    """Captions in `texts` with their paired clip, the clip filtered by `where` over `audio`."""
+    cond = f"where {where}" if where else ""
+    return query_store(store_uri, f"with a as (select * from audio {cond}) select t.text_id, t.text, a.audio_id, a.uri "
+                                  "from texts t join a on t.audio_id = a.audio_id where t.kind = 'caption' "
+                                  "order by a.audio_id, t.text_id")
+
+
+def resolve_model(store_uri: str | None, model: str) -> str:
+    """A checkpoint / model folder as given, or the path of a registered model of that name."""
+    if Path(model).is_dir():
+        return str(model)
+    if store_uri:
+        try:
+            rows = query_store(store_uri, "select model_id, path from models order by model_id").to_pylist()
+        except StoreError:
+            rows = []
+        for row in rows:
+            if row["model_id"] == model:
+                return row["path"]
+        names = ", ".join(r["model_id"] for r in rows) or "none"
+        raise ModelError(f"model {model!r} is neither a folder nor a registered model; registered: {names}")
+    raise ModelError(f"model {model!r}: no such folder")
+
+
+def load_model(path: str, device: str = "cpu"):
+    """A student checkpoint folder (student.json) or a Hugging Face ClapModel folder."""
+    from trainer.students.loading import build_student, load_student
+
+    folder = Path(path)
+    if (folder / "student.json").exists():
+        return load_student(folder, device=device)
+    config = folder / "config.json"
+    if config.exists() and json.loads(config.read_text()).get("model_type") == "clap":
+        return build_student("clap-hf", init_path=str(folder)).to(device)
+    raise ModelError(f"{path}: neither a student checkpoint (student.json) nor a ClapModel folder")
+
+
+# -- encoding --------------------------------------------------------------------------------
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _as_clip_table(clips) -> pa.Table:
+    if isinstance(clips, pa.Table):
+        table = clips
+    else:
+        rows = [c if isinstance(c, dict) else {"uri": c[0], "label": c[1]} for c in clips]
+        table = pa.Table.from_pylist(rows)
+    if "uri" not in table.column_names:
+        raise ParameterError("clips need a 'uri' column")
+    if "audio_id" not in table.column_names:
+        table = table.append_column("audio_id", table.column("uri"))
+    return table
+
+
+@torch.no_grad()
+def embed_clips(model, clips: pa.Table, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(vectors (n, dim) with zero rows for failed clips, ok mask, errors) for centre windows."""
+    from trainer.data.rows import eval_loader
+
+    device = _device_of(model)
+    vecs = np.zeros((clips.num_rows, model.dim), dtype=np.float32)
+    ok = np.zeros(clips.num_rows, dtype=bool)
+    errors: list[dict] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in eval_loader(clips, model.sample_rate, model.window_samples, batch_size):
+            errors.extend(batch["errors"])
+            if batch["n"]:
+                out = model.encode_audio(batch["wave"].to(device)).float().cpu().numpy()
+                vecs[batch["rows"]] = out
+                ok[batch["rows"]] = True
+    finally:
+        model.train(was_training)
+    return vecs, ok, errors
+
+
+@torch.no_grad()
+def embed_texts(model, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [model.encode_texts(texts[i:i + batch_size]).float().cpu().numpy()
+                  for i in range(0, len(texts), batch_size)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.dim), dtype=np.float32)
+
+
+# -- protocols -------------------------------------------------------------------------------
+def evaluate_zero_shot(student, clips, labels: list[str], template: str = PROMPT_TEMPLATE,
+                       batch_size: int = 32) -> dict:
+    """Zero-shot accuracy of `student` on `clips` (a table or list with uri + label, or (uri, label)
+    pairs) over the classes `labels`. Clips whose truth is not a class are counted, not scored."""
+    labels = list(dict.fromkeys(labels))
+    if len(labels) < 2:
+        raise ParameterError(f"zero-shot needs at least 2 classes, got {len(labels)}")
+    if "{label}" not in template:
+        raise ParameterError(f"template {template!r} has no {{label}} placeholder")
+    table = _as_clip_table(clips)
+    truth_all = table.column("label").to_pylist() if "label" in table.column_names else [None] * table.num_rows
+    index = {lab: i for i, lab in enumerate(labels)}
+    keep = [i for i, t in enumerate(truth_all) if t in index]
+    excluded = table.num_rows - len(keep)
+    if not keep:
+        raise ParameterError("no clip's ground-truth label is among the classes")
+    table = table.take(keep)
+    prompts = embed_texts(student, [template.format(label=lab) for lab in labels])
+    audio, ok, errors = embed_clips(student, table, batch_size)
+    truth = np.array([index[table.column("label")[i].as_py()] for i in range(table.num_rows)])[ok]
+    pred = (audio[ok] @ prompts.T).argmax(axis=1) if ok.any() else np.zeros(0, dtype=int)
+    k = len(labels)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (truth, pred), 1)
+    per_class = {}
+    for i, lab in enumerate(labels):
+        n = int(confusion[i].sum())
+        per_class[lab] = {"n": n, "correct": int(confusion[i, i]), "accuracy": confusion[i, i] / n if n else None}
+    scored = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
+    n = int(ok.sum())
+    return {"task": "zero-shot", "template": template, "labels": labels, "n": n,
+            "accuracy": float((truth == pred).mean()) if n else None,
+            "mean_class_accuracy": float(np.mean(scored)) if scored else None,
+            "per_class": per_class, "confusion": confusion.tolist(),
+            "excluded_unknown_label": excluded, "skipped": len(errors), "errors": errors[:20]}
+
+
+def _recall(ranks: np.ndarray) -> dict:
+    return {f"R@{k}": float((ranks < k).mean()) if len(ranks) else None for k in RECALL_KS}
+
+
+def evaluate_retrieval(student, pairs: pa.Table, batch_size: int = 32) -> dict:
+    """Recall@1/5/10 for text->audio and audio->text over (audio_id, uri, text) rows; a clip with
+    several captions counts as found by audio->text when any of them ranks within K."""
+    for col in ("audio_id", "uri", "text"):
+        if col not in pairs.column_names:
+            raise ParameterError(f"retrieval pairs need a {col!r} column")
+    ids = pairs.column("audio_id").to_pylist()
+    unique = list(dict.fromkeys(ids))
+    if len(unique) < 2:
+        raise ParameterError(f"retrieval needs at least 2 distinct clips, got {len(unique)}")
+    first = {a: ids.index(a) for a in unique}
+    clips = pairs.take([first[a] for a in unique]).select(["audio_id", "uri"])
+    audio, ok, errors = embed_clips(student, clips, batch_size)
+    bad = {unique[i] for i in np.flatnonzero(~ok)}
+    keep = [i for i, a in enumerate(ids) if a not in bad]
+    audio_ok = audio[ok]
+    column = {a: j for j, a in enumerate(a for a in unique if a not in bad)}
+    text_vecs = embed_texts(student, [pairs.column("text")[i].as_py() or "" for i in keep])
+    sims = text_vecs @ audio_ok.T  # (texts, clips)
+    target = np.array([column[ids[i]] for i in keep])
+    own = sims[np.arange(len(keep)), target]
+    t2a = (sims > own[:, None]).sum(axis=1)
+    # a text's rank among all texts for its own clip; a clip's a2t rank is its best caption's
+    text_rank = (sims[:, target] > own[None, :]).sum(axis=0)
+    a2t = np.full(audio_ok.shape[0], np.iinfo(np.int64).max)
+    np.minimum.at(a2t, target, text_rank)
+    return {"task": "retrieval", "n_texts": len(keep), "n_audio": int(audio_ok.shape[0]),
+            "text_to_audio": _recall(t2a), "audio_to_text": _recall(a2t), "skipped": len(errors),
+            "errors": errors[:20]}
+
+
+def plot_confusion(result: dict, path: str) -> str:
+    """Confusion matrix of a zero-shot result as a PNG (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, cm = result["labels"], np.asarray(result["confusion"])
+    size = max(4.0, 0.45 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = result.get("accuracy")
+    ax.set_title(f"zero-shot accuracy {acc:.3f}" if acc is not None else "zero-shot")
+    if len(labels) <= 20:
+        for (i, j), v in np.ndenumerate(cm):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

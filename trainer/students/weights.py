@@ -1,0 +1,72 @@
+"""A student checkpoint folder on disk: `student.json` (kind + config + sizes) and
+`model.safetensors` (all weights), shared by every student kind. safetensors only: loading a
+student never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch.nn as nn
+
+from schemas.errors import ModelError
+
+STUDENT_JSON = "student.json"
+WEIGHTS = "model.safetensors"
+TEXT_DIR = "text"
+FORMAT = 1
+TOKENIZER_INPUTS = ["input_ids", "attention_mask"]
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+@contextlib.contextmanager
+def quiet_hf():
+    """Silence transformers' per-file progress bars and load reports (library code draws no bars)."""
+    from transformers.utils import logging as hf_logging
+
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def save_weights(module: nn.Module, folder: Path) -> None:
+    from safetensors.torch import save_model
+
+    save_model(module, str(folder / WEIGHTS))
+
+
+def load_weights(module: nn.Module, folder: Path, device: str = "cpu") -> None:
+    from safetensors.torch import load_model
+
+    path = folder / WEIGHTS
+    if not path.exists():
+        raise ModelError(f"{folder}: no {WEIGHTS}")
+    try:
+        missing, unexpected = load_model(module, str(path), strict=False, device=str(device))
+    except Exception as exc:  # safetensors raises SafetensorError / RuntimeError on torn or foreign files
+        raise ModelError(f"{path}: cannot load weights ({first_line(exc)})") from None
+    if missing or unexpected:
+        names = ", ".join((list(missing) + list(unexpected))[:4])
+        raise ModelError(f"{path}: weights do not fit the student in {STUDENT_JSON} "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected: {names})")
+
+
+def write_student_json(folder: Path, kind: str, config: dict, student) -> None:
+    meta = {"format": FORMAT, "kind": kind, "config": config, "dim": int(student.dim),
+            "sample_rate": int(student.sample_rate), "window_samples": int(student.window_samples),
+            "logit_scale": float(student.logit_scale.detach().exp())}
+    (folder / STUDENT_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
