@@ -7,7 +7,10 @@ is derived from (source, path relative to the ingested root), never from an abso
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
+
+from schemas.errors import ModelError, SchemaError
 
 _SAFE = re.compile(r"[^a-z0-9_]+")
 
@@ -17,10 +20,18 @@ def _digest(*parts: str, n: int = 16) -> str:
     return h[:n]
 
 
+def normalise_relative(relative_path: str) -> str:
+    """The canonical spelling of a path relative to an ingest root: forward slashes, no `.` segments,
+    no trailing slash. Characters are never stripped: `.cache/x.wav` and `cache/x.wav` stay two paths."""
+    rel = posixpath.normpath(str(relative_path).replace("\\", "/"))
+    if rel in ("", ".") or rel.startswith("/"):
+        raise SchemaError(f"{relative_path!r} is not a path relative to an audio root")
+    return rel
+
+
 def audio_id(source: str, relative_path: str) -> str:
-    """`<source>:<16 hex>` from the source name and the clip's path relative to its root."""
-    rel = relative_path.replace("\\", "/").lstrip("./")
-    return f"{source}:{_digest(source, rel)}"
+    """`<source>:<16 hex>` from the source name and the clip's normalised relative path."""
+    return f"{source}:{_digest(source, normalise_relative(relative_path))}"
 
 
 def text_id(source: str, text: str, audio_id: str | None = None, kind: str = "caption") -> str:
@@ -33,9 +44,5 @@ def model_slug(name: str) -> str:
     """Model names become part of table names (`emb_<slug>_audio`), so keep them SQL-safe."""
     slug = _SAFE.sub("_", name.lower()).strip("_")
     if not slug:
-        raise ValueError(f"model name {name!r} has no usable characters")
+        raise ModelError(f"model name {name!r} has no usable characters (letters or digits)")
     return slug
-
-
-def run_id(name: str) -> str:
-    return name

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from schemas.errors import SchemaError
+
 TS = pa.timestamp("us", tz="UTC")
 
 
 def vector_type(dim: int) -> pa.DataType:
     """Fixed-size list so LanceDB can index it and readers get a zero-copy (n, dim) buffer."""
     if dim <= 0:
-        raise ValueError(f"vector dimension must be positive, got {dim}")
+        raise SchemaError(f"vector dimension must be positive, got {dim}")
     return pa.list_(pa.float32(), dim)
 
 
@@ -168,7 +170,7 @@ def embeddings(id_column: str, dim: int) -> pa.Schema:
 
 def embedding_table_name(model_slug: str, modality: str) -> str:
     if modality not in ("audio", "text"):
-        raise ValueError(f"modality must be 'audio' or 'text', got {modality!r}")
+        raise SchemaError(f"modality must be 'audio' or 'text', got {modality!r}")
     return f"emb_{model_slug}_{modality}"
 
 
