@@ -12,7 +12,6 @@ When a label has several prompts (templates), its class vector is their renormal
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pyarrow as pa
 from curator.curate.catalog import SET_INPUT
 from curator.curate.rows import assemble, label_classes, select_clips, start_build, vectors
 from curator.curate.strategies import Build
+from curator.models.registry import checkpoint_trained_on
 from curator.store.store import Store
 from schemas.errors import ModelError, ParameterError
 
@@ -118,27 +118,6 @@ def _cap(labels: np.ndarray, conf: np.ndarray, audio_ids: list[str], keep: np.nd
     return np.array(sorted(out), np.int64)
 
 
-def _trained_on(path: str) -> str | None:
-    """The set a classifier checkpoint was trained on, from its checkpoint.json (any nested dict
-    holding name + version + content_hash), so lineage reaches back through it."""
-    meta = Path(path) / "checkpoint.json"
-    if not meta.is_file():
-        return None
-    data = json.loads(meta.read_text())
-    if isinstance(data, dict) and isinstance(data.get("trained_on"), str):
-        return data["trained_on"]
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if {"name", "version", "content_hash"} <= node.keys():
-                return f"{node['name']}@{node['version']}"
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
-
-
 def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_contaminated: bool = False) -> Build:
     opts.check()
     model, lin = start_build(store, model_name)
@@ -152,7 +131,7 @@ def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_conta
     if opts.classifier:
         labels, conf, margin, ent = _from_classifier(opts.classifier, store, audio_ids, classes)
         lin.add(f"classifier:{Path(opts.classifier).resolve()}")
-        parent = _trained_on(opts.classifier)
+        parent = checkpoint_trained_on(opts.classifier)
         if parent:
             lin.add(f"{SET_INPUT}{parent}")
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -47,10 +47,6 @@ class RunSummary:
     duration_s: float
     inputs: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"

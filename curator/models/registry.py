@@ -55,8 +55,10 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _trained_on(folder: Path) -> str | None:
-    meta = folder / "checkpoint.json"
+def checkpoint_trained_on(folder: str | os.PathLike) -> str | None:
+    """The set reference a `trainer fit` checkpoint folder records in checkpoint.json (`trained_on`),
+    which is how lineage reaches back through students and classifiers; None if it records none."""
+    meta = Path(folder) / "checkpoint.json"
     if not meta.exists():
         return None
     try:
@@ -99,7 +101,7 @@ def add_model(store: Store, name: str, kind: str, path: str | os.PathLike) -> di
         "model_id": name, "kind": kind, "path": str(folder), "sha256": sha, "dim": int(teacher.dim),
         "logit_scale": None if teacher.logit_scale is None else float(teacher.logit_scale),
         "sample_rate": teacher.sample_rate, "modalities": list(teacher.modalities),
-        "trained_on": _trained_on(folder) if kind == "checkpoint" else None, "added_at": now(),
+        "trained_on": checkpoint_trained_on(folder) if kind == "checkpoint" else None, "added_at": now(),
     }
     store.upsert("models", pa.Table.from_pylist([row], schema=MODELS))
     return row
