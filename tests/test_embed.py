@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from tiny_models import PROJECTION_DIM, make_tiny_clap, minilm_path
 
-from curator.embed.run import parse_shard, shard_mask
+from curator.embed.pending import parse_shard, shard_mask
 from curator.models.registry import add_model, get_model
 from curator.models.teachers import load_teacher
 from schemas.errors import MixedModelsError, ParameterError

@@ -12,7 +12,7 @@ from curator.demo.vectors import clustered, write_model
 from curator.match.exact import collect, match_blocks
 from curator.match.reference import match_sql
 from curator.match.run import run_match
-from curator.store.vectors import check_same_model, load_vectors, read_vectors
+from curator.store.vectors import check_same_model, read_vectors, vector_array
 from schemas.errors import MixedModelsError, ModelError, ParameterError, StoreError
 from schemas.tables import embedding_table_name, embeddings
 
@@ -238,9 +238,10 @@ def test_existing_run_is_refused_unless_replaced(pool):
     assert [r["run_id"] for r in store.read("runs").to_pylist()].count("again") == 1
 
 
-def test_load_vectors_reads_and_filters_by_id(pool):
+def test_read_vectors_reads_and_filters_by_id(pool):
     store = pool["store"]
-    ids, vecs = load_vectors(store, "m1", "audio")
+    every = read_vectors(store, "m1", "audio")
+    ids, vecs = every.ids.to_pylist(), every.vecs
     assert ids == pool["audio_ids"] and vecs.dtype == np.float32
     np.testing.assert_array_equal(vecs, pool["audio"])
     wanted = [pool["audio_ids"][i] for i in (1500, 3, 77)] + ["synth:missing"]
@@ -248,19 +249,19 @@ def test_load_vectors_reads_and_filters_by_id(pool):
     assert v.ids.to_pylist() == [pool["audio_ids"][i] for i in (3, 77, 1500)] and v.missing == 1
     np.testing.assert_array_equal(v.vecs, pool["audio"][[3, 77, 1500]])
     with pytest.raises(StoreError, match="no audio embeddings"):
-        load_vectors(store, "never_embedded", "audio")
+        read_vectors(store, "never_embedded", "audio")
 
 
-def test_load_vectors_keeps_first_of_duplicate_rows(tmp_path):
-    from curator.demo.vectors import vector_column
+def test_read_vectors_keeps_first_of_duplicate_rows(tmp_path):
     from curator.store.store import Store
 
     store = Store.open(str(tmp_path / "s"))
     vecs = clustered(4, 8, seed=1)
     schema = embeddings("audio_id", 8)
-    data = pa.table({"audio_id": ["a", "b", "a", "c"], "vector": vector_column(vecs)}, schema=schema)
+    data = pa.table({"audio_id": ["a", "b", "a", "c"], "vector": vector_array(vecs)}, schema=schema)
     store.overwrite(embedding_table_name("dup", "audio"), data, schema)
-    ids, got = load_vectors(store, "dup", "audio")
+    got = read_vectors(store, "dup", "audio")
+    ids, got = got.ids.to_pylist(), got.vecs
     assert ids == ["a", "b", "c"]
     np.testing.assert_array_equal(got, vecs[[0, 1, 3]])
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from tiny_models import PROJECTION_DIM, make_tiny_clap, minilm_path
 
-from curator.models.registry import add_model, folder_sha256, get_model, list_models
+from curator.models.fingerprint import folder_sha256
+from curator.models.registry import add_model, get_model, list_models
 from curator.models.teachers import load_teacher
 from schemas.errors import ModelError
 
@@ -59,6 +60,20 @@ def test_registry_refuses_bad_input(cli, store, tiny_clap, tmp_path):
     result = cli.curator("models", "add", "junk", "--kind", "clap-hf", tmp_path / "junk")
     assert result.code == 2 and "error: model 'junk':" in result.output and "not a loadable ClapModel" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_refuses_a_name_whose_tables_clash_with_a_registered_model(cli, store, tiny_clap, tmp_path):
+    """`Teacher-A` and `teacher_a` both map to emb_teacher_a_*: the second would read and write the
+    first's vectors, so it is refused with one line naming both, and nothing is registered."""
+    assert cli.curator("models", "add", "Teacher-A", "--kind", "clap-hf", tiny_clap).code == 0
+    other = make_tiny_clap(tmp_path / "other", seed=1)
+    for folder in (tiny_clap, other):
+        result = cli.curator("models", "add", "teacher_a", "--kind", "clap-hf", folder)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.code == 2 and len(lines) == 1, result.output
+        assert "'teacher_a'" in lines[0] and "'Teacher-A'" in lines[0] and "emb_teacher_a_" in lines[0]
+    assert list_models(store).column("model_id").to_pylist() == ["Teacher-A"]
+    assert get_model(store, "Teacher-A").table("audio") == "emb_teacher_a_audio"
 
 
 def test_changed_folder_is_refused_at_load(store, tiny_clap, tmp_path):

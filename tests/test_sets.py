@@ -28,7 +28,9 @@ def world(store):
 
 def _du(store, tau, name="du"):
     b = build_du(store, "teach", MatchOptions(tau, top_k=5), POOL)
-    return b, write_set(store, name, b.rows, b.strategy, b.params, b.inputs, b.model)
+    resolved, written = write_set(store, name, b.rows, b.strategy, b.params, b.inputs, b.model)
+    assert written
+    return b, resolved
 
 
 def _keys(rows):
@@ -39,7 +41,8 @@ def test_same_inputs_same_hash_and_tau_change_gives_new_version_and_exact_diff(s
     b1, v1 = _du(store, 0.5)
     again = build_du(store, "teach", MatchOptions(0.5, top_k=5), POOL)
     assert content_hash(again.rows) == v1.content_hash
-    assert write_set(store, "du", again.rows, "du", again.params, again.inputs, again.model).version == v1.version
+    same, written = write_set(store, "du", again.rows, "du", again.params, again.inputs, again.model)
+    assert same.version == v1.version and not written  # an identical rebuild writes nothing
     b2, v2 = _du(store, 0.6)
     assert v2.version > v1.version and v2.content_hash != v1.content_hash
     d = diff_sets(store, "du@1", f"du@{v2.version}")
@@ -59,7 +62,7 @@ def test_empty_result_is_refused_unless_allowed(store, world):
     with pytest.raises(ParameterError, match="no rows; nothing written"):
         write_set(store, "empty", b.rows, b.strategy, b.params, b.inputs, b.model)
     assert not store.has("set_empty") and versions(store, "sets") == 0
-    v = write_set(store, "empty", b.rows, b.strategy, b.params, b.inputs, b.model, allow_empty=True)
+    v, _ = write_set(store, "empty", b.rows, b.strategy, b.params, b.inputs, b.model, allow_empty=True)
     assert v.rows == 0 and read_set(store.uri, "empty")[0].num_rows == 0
 
 
@@ -83,7 +86,7 @@ def test_catalog_failure_rolls_the_set_table_back(store, world, monkeypatch):
     rows, resolved = read_set(store.uri, "du")  # latest is still version 1, content verified
     assert resolved.version == v1.version and content_hash(rows) == v1.content_hash
     assert store.read("set_du").num_rows == v1.rows  # the table's current data is version 1's again
-    v2 = write_set(store, "du", b2.rows, b2.strategy, b2.params, b2.inputs, b2.model)
+    v2, _ = write_set(store, "du", b2.rows, b2.strategy, b2.params, b2.inputs, b2.model)
     assert read_set(store.uri, f"du@{v2.version}")[1].content_hash == content_hash(b2.rows)
 
 
@@ -110,7 +113,7 @@ def test_show_lineage_walks_pseudo_round_back_to_round_zero(store, world):
     write_vectors(store, "student1", "audio", world.avec)
     write_vectors(store, "student1", "text", world.tvec)
     b = build_pseudo(store, "student1", PseudoOptions("esc", min_confidence=0.5))
-    pl = write_set(store, "pl", b.rows, b.strategy, b.params, b.inputs, b.model)
+    pl, _ = write_set(store, "pl", b.rows, b.strategy, b.params, b.inputs, b.model)
     tree = show_set(store, pl.ref)
     assert tree.strategy == "pseudo" and tree.model_id == "student1"
     student = tree.parents[-1]

@@ -11,7 +11,7 @@ from conftest import write_tone
 
 from curator.store.sql import query
 from curator.store.store import Store
-from schemas.errors import RefError, SchemaError
+from schemas.errors import CuratorError, RefError, SchemaError
 from schemas.refs import parse_ref
 from schemas.tables import AUDIO
 from schemas.validate import check_threshold, conform
@@ -151,6 +151,34 @@ def test_esc50_us8k_and_scenes_manifests_ingest_without_editing(tmp_path, cli):
     _write_csv(bad, ["filename"], [["x.wav"]])
     result = cli.curator("ingest", "audio", bad, "--label-column", "category")
     assert result.code == 2 and "column 'category' not found" in result.output
+
+
+def test_find_clips_decides_folder_or_manifest_source_and_columns(tmp_path):
+    """The source inference the CLI used to do itself: folder vs manifest, default source name,
+    preset detection, column overrides on top of a preset, and a source with no clips refused."""
+    from curator.ingest.sources import PRESETS, find_clips, manifest_columns
+
+    write_tone(tmp_path / "wild" / "dogs" / "a.wav")
+    source, specs = find_clips(tmp_path / "wild", labels_from_dirs=True)
+    assert source == "wild" and [(s.relative, s.labels) for s in specs] == [("dogs/a.wav", ["dogs"])]
+    esc = tmp_path / "ESC-50"
+    write_tone(esc / "audio" / "1-100-A-0.wav")
+    (esc / "meta").mkdir()
+    _write_csv(esc / "meta" / "esc50.csv", ["filename", "fold", "target", "category", "note"],
+               [["1-100-A-0.wav", 1, 0, "dog", "barking"]])
+    source, specs = find_clips(esc / "meta" / "esc50.csv")  # preset detected from the header
+    assert source == "esc50" and specs[0].labels == ["dog"] and specs[0].fold == 1
+    assert specs[0].path == (esc / "audio" / "1-100-A-0.wav").resolve()
+    assert manifest_columns("esc50") is None  # no override: the header decides
+    columns = manifest_columns("esc50", label="note")
+    assert columns.label == "note" and columns.path == PRESETS["esc50"][0].path and columns.fold == "fold"
+    _, specs = find_clips(esc / "meta" / "esc50.csv", "esc", columns=columns)
+    assert specs[0].labels == ["barking"] and specs[0].source == "esc"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CuratorError, match="no audio files found"):
+        find_clips(tmp_path / "empty")
+    with pytest.raises(CuratorError, match="unknown preset 'nope'"):
+        manifest_columns("nope", label="x")
 
 
 def test_captions_link_to_clips_and_labels_become_prompts(tmp_path, cli):

@@ -6,7 +6,7 @@ import click
 import pyarrow as pa
 
 from curator.cli.common import echo_table, option_group, pass_store
-from curator.curate.catalog import latest, write_set
+from curator.curate.catalog import write_set
 from curator.curate.decisions import read_decisions
 from curator.curate.guard import DEFAULT_THRESHOLD, find_contamination, record_contamination
 from curator.curate.pseudo import PseudoOptions, build_pseudo
@@ -38,10 +38,9 @@ _match = option_group(
 
 
 def _write(store, name, build, allow_empty):
-    before = latest(store, name)
-    resolved = write_set(store, name, build.rows, build.strategy, build.params, build.inputs, build.model,
-                         allow_empty=allow_empty)
-    unchanged = before is not None and before.version == resolved.version
+    resolved, written = write_set(store, name, build.rows, build.strategy, build.params, build.inputs, build.model,
+                                  allow_empty=allow_empty)
+    unchanged = not written
     click.echo(f"{'unchanged' if unchanged else 'built'}: set {resolved.ref} strategy={resolved.strategy} "
                f"rows={resolved.rows} hash={resolved.content_hash[:12]}"
                + (" (same rows, params and inputs as the latest version; nothing written)" if unchanged else ""))

@@ -58,8 +58,8 @@ def embed(ctx, model, do_audio, do_texts, where, batch_size, device, shard, long
       curator embed --model clap --audio --shard 0/4 &  curator embed --model clap --audio --shard 1/4 &
       torchrun --nproc-per-node 8 --no-python curator embed --model clap --audio  # shards = ranks
     """
+    from curator.embed.pending import parse_shard
     from curator.embed.run import embed as run_embed
-    from curator.embed.run import parse_shard
     from curator.models.registry import get_model
 
     store = ctx.store(create=False)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from curator.cli.common import pass_store, progress
 from curator.ingest.audio import ingest_audio
-from curator.ingest.sources import PRESETS, ManifestColumns, read_manifest, scan_folder
+from curator.ingest.sources import PRESETS, find_clips, manifest_columns
 from curator.ingest.texts import ingest_captions, ingest_labels, read_labels_file
 from schemas.errors import CuratorError
 from schemas.tables import PROMPT_TEMPLATE
@@ -51,23 +49,9 @@ def ingest_audio_cmd(ctx, src, source, split, labels_from_dirs, preset, audio_ro
       curator ingest audio UrbanSound8K/metadata/UrbanSound8K.csv --source us8k
       curator ingest audio scenes.csv --source scenes   # filename, scene_label, city, timestamp
     """
-    path = Path(src)
-    source = source or (path.stem if path.suffix.lower() == ".csv" else path.resolve().name)
-    if path.suffix.lower() == ".csv":
-        columns = None
-        custom = [path_template, label_column, fold_column, split_column, city_column, time_column, id_column,
-                  labelled_column]
-        if any(custom):
-            base = PRESETS[preset][0] if preset else ManifestColumns()
-            columns = ManifestColumns(
-                path=path_template or base.path, label=label_column or base.label, fold=fold_column or base.fold,
-                split=split_column or base.split, city=city_column or base.city, time=time_column or base.time,
-                audio_id=id_column or base.audio_id, labelled=labelled_column or base.labelled)
-        specs = read_manifest(path, source, split, columns=columns, audio_root=audio_root, preset=preset)
-    else:
-        specs = scan_folder(path, source, split, labels_from_dirs)
-    if not specs:
-        raise CuratorError(f"{src}: no audio files found (looked for wav, flac, ogg, mp3)")
+    columns = manifest_columns(preset, path=path_template, label=label_column, fold=fold_column, split=split_column,
+                               city=city_column, time=time_column, audio_id=id_column, labelled=labelled_column)
+    source, specs = find_clips(src, source, split, labels_from_dirs, preset, audio_root, columns)
     store = ctx.store()
     with progress(total=len(specs), desc="ingest", unit="clip") as bar:
         report = ingest_audio(store, specs, workers=workers, on_progress=bar.update)

@@ -16,7 +16,7 @@ Write protocol (single writer per set name):
    so it can never be resolved, read or trained on, and `latest` still means the previous version.
 
 A rebuild whose rows, strategy, params, inputs and model equal the latest version writes nothing
-and returns that version (re-running a command is idempotent).
+and returns that version, saying so (re-running a command is idempotent).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from curator.models.registry import find_model
 from curator.store.store import Store, now
-from schemas.errors import CuratorError, ParameterError, RefError, StoreError
+from schemas.errors import CuratorError, MixedModelsError, ParameterError, RefError, StoreError
 from schemas.refs import parse_ref
 from schemas.sets import ResolvedSet, content_hash, read_set, resolve_set
 from schemas.tables import SETS, set_rows, set_table_name
@@ -86,8 +87,11 @@ def latest(store: Store, name: str) -> ResolvedSet | None:
 
 
 def write_set(store: Store, name: str, rows: pa.Table, strategy: str, params: dict, inputs: list[str],
-              model, allow_empty: bool = False) -> ResolvedSet:
-    """Write one set version (one overwrite of `set_<name>` + one catalog row); see module doc."""
+              model, allow_empty: bool = False) -> tuple[ResolvedSet, bool]:
+    """Write one set version (one overwrite of `set_<name>` + one catalog row); see module doc.
+
+    Returns (the version, whether this call wrote it): False when the build equals the latest
+    version, which is returned unchanged."""
     _check_name(name)
     rows = normalize_rows(rows)
     if rows.num_rows == 0 and not allow_empty:
@@ -100,7 +104,7 @@ def write_set(store: Store, name: str, rows: pa.Table, strategy: str, params: di
     model_id, model_sha = _model_fields(model)
     previous = latest(store, name)
     if previous is not None and _same_build(store, previous, digest, strategy, params_json, inputs, model_id):
-        return previous
+        return previous, False
     table_name = set_table_name(name)
     existed = store.has(table_name)
     prev_lance = store.version(table_name) if existed else None
@@ -113,10 +117,10 @@ def write_set(store: Store, name: str, rows: pa.Table, strategy: str, params: di
     }
     try:
         store.append("sets", pa.Table.from_pylist([row], schema=SETS))
-    except Exception as exc:
+    except Exception as exc:  # whatever failed (Lance, disk, schema), no uncatalogued version may stay
         _rollback(store, table_name, existed, prev_lance)
         raise StoreError(f"set {name!r}: catalog write failed, set table rolled back ({exc})") from exc
-    return resolve_set(store.uri, f"{name}@{version}")
+    return resolve_set(store.uri, f"{name}@{version}"), True
 
 
 def _same_build(store: Store, prev: ResolvedSet, digest: str, strategy: str, params_json: str,
@@ -125,7 +129,7 @@ def _same_build(store: Store, prev: ResolvedSet, digest: str, strategy: str, par
         return False
     if json.dumps(prev.params, sort_keys=True, default=str) != params_json:
         return False
-    return _catalog_row(store, prev.name, prev.version).get("model_id") == model_id
+    return catalog_row(store, prev.name, prev.version).get("model_id") == model_id
 
 
 def _rollback(store: Store, table_name: str, existed: bool, prev_lance: int | None) -> None:
@@ -135,12 +139,26 @@ def _rollback(store: Store, table_name: str, existed: bool, prev_lance: int | No
     store.restore(table_name, prev_lance)
 
 
-def _catalog_row(store: Store, name: str, version: int) -> dict:
+def catalog_row(store: Store, name: str, version: int) -> dict:
+    """The `sets` row of one set version (strategy, params, inputs, model, hash)."""
     data = store.read("sets").to_pylist()
     for r in data:
         if r["name"] == name and int(r["version"]) == int(version):
             return r
     raise RefError(f"set {name}@{version} is not in the catalog")
+
+
+def set_model_id(store: Store, resolved: ResolvedSet) -> str | None:
+    """The model whose vectors a set version carries (None: no teacher vectors)."""
+    return catalog_row(store, resolved.name, resolved.version).get("model_id")
+
+
+def check_set_model(store: Store, resolved: ResolvedSet, model_id: str) -> None:
+    """Refuse to combine a set's teacher vectors with another model's."""
+    actual = set_model_id(store, resolved)
+    if actual != model_id:
+        raise MixedModelsError(f"set {resolved.ref} was built with model {actual!r} but this build uses "
+                               f"{model_id!r}; vectors of two different models cannot be mixed")
 
 
 # -- list / show ----------------------------------------------------------------------------------
@@ -174,7 +192,7 @@ def _tags_by_version(store: Store, name: str) -> dict[int, list[str]]:
 
 
 @dataclass
-class Lineage:
+class SetLineage:
     """A set version, what built it, and the lineage of every parent (sets and trained models)."""
 
     ref: str
@@ -186,7 +204,7 @@ class Lineage:
     params: dict
     inputs: list[str]
     tags: list[str]
-    parents: list["Lineage | ModelLineage"]
+    parents: list["SetLineage | ModelLineage"]
 
 
 @dataclass
@@ -196,23 +214,23 @@ class ModelLineage:
     model_id: str
     kind: str | None
     trained_on: str | None
-    parents: list[Lineage]
+    parents: list[SetLineage]
 
 
-def show_set(store: Store, ref: str, _seen: set[str] | None = None) -> Lineage:
+def show_set(store: Store, ref: str, _seen: set[str] | None = None) -> SetLineage:
     """Resolve `ref` and walk its lineage: parent sets in `inputs`, and the model that built it
     back through each model's `trained_on` set, until an external teacher (round 0)."""
     seen = _seen if _seen is not None else set()
     resolved = resolve_set(store.uri, ref)
     seen.add(resolved.ref)
-    row = _catalog_row(store, resolved.name, resolved.version)
+    row = catalog_row(store, resolved.name, resolved.version)
     parents: list = []
     for item in resolved.inputs:
         if item.startswith(SET_INPUT) and item[len(SET_INPUT):] not in seen:
             parents.append(_parent_set(store, item[len(SET_INPUT):], seen))
     if row.get("model_id"):
         parents.append(_model_lineage(store, row["model_id"], seen))
-    return Lineage(
+    return SetLineage(
         ref=resolved.ref, strategy=resolved.strategy, rows=resolved.rows, content_hash=resolved.content_hash,
         model_id=row.get("model_id"), model_sha256=row.get("model_sha256"), params=resolved.params,
         inputs=list(resolved.inputs), tags=_tags_by_version(store, resolved.name).get(resolved.version, []),
@@ -224,27 +242,18 @@ def _parent_set(store: Store, ref: str, seen: set[str]):
     try:
         return show_set(store, ref, seen)
     except RefError as exc:  # a parent missing from this store is reported in the tree, not fatal
-        return Lineage(ref=ref, strategy="missing", rows=0, content_hash="", model_id=None, model_sha256=None,
+        return SetLineage(ref=ref, strategy="missing", rows=0, content_hash="", model_id=None, model_sha256=None,
                        params={"error": str(exc)}, inputs=[], tags=[], parents=[])
 
 
 def _model_lineage(store: Store, model_id: str, seen: set[str]) -> ModelLineage:
-    record = _model_row(store, model_id)
-    trained_on = record.get("trained_on") if record else None
+    record = find_model(store, model_id)
+    trained_on = record.trained_on if record else None
     parents = []
     if trained_on and trained_on not in seen:
         parents.append(_parent_set(store, trained_on, seen))
-    return ModelLineage(model_id=model_id, kind=record.get("kind") if record else None,
+    return ModelLineage(model_id=model_id, kind=record.kind if record else None,
                         trained_on=trained_on, parents=parents)
-
-
-def _model_row(store: Store, model_id: str) -> dict | None:
-    if not store.has("models"):
-        return None
-    for r in store.read("models").to_pylist():
-        if r["model_id"] == model_id:
-            return r
-    return None
 
 
 def format_lineage(node, indent: int = 0) -> list[str]:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from curator.store.sql import query
 from curator.store.store import Store, now
+from curator.store.vectors import read_vectors
 from schemas.errors import ParameterError
 from schemas.tables import CONTAMINATION
 from schemas.validate import check_threshold
@@ -63,14 +64,15 @@ def find_contamination(store: Store, pool_where: str, eval_where: str, model=Non
 def _similar(store: Store, model_id: str, pool_ids: list[str], eval_ids: list[str], threshold: float,
              device: str):
     """(pool id, eval id, cosine) with cosine >= threshold, blocked through the exact matcher."""
-    from curator.match.exact import collect, match_arrays
-    from curator.store.vectors import load_vectors
+    # The matcher needs torch; a sha1-only guard (and every build importing this module) must not load it.
+    from curator.match.exact import collect, match_blocks
 
-    p_ids, p_vecs = load_vectors(store, model_id, "audio", ids=pool_ids)
-    e_ids, e_vecs = load_vectors(store, model_id, "audio", ids=eval_ids)
-    if len(p_ids) == 0 or len(e_ids) == 0:
+    pool = read_vectors(store, model_id, "audio", ids=pool_ids)
+    evals = read_vectors(store, model_id, "audio", ids=eval_ids)
+    if len(pool) == 0 or len(evals) == 0:
         return []
-    pi, ei, score = collect(match_arrays(p_vecs, e_vecs, threshold, top_k=None, per="text", device=device))
+    p_ids, e_ids = pool.ids.to_pylist(), evals.ids.to_pylist()
+    pi, ei, score, _ = collect(match_blocks(pool.vecs, evals.vecs, threshold, top_k=None, per="text", device=device))
     return [(p_ids[i], e_ids[j], float(s)) for i, j, s in zip(np.asarray(pi), np.asarray(ei), np.asarray(score))]
 
 

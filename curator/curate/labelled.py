@@ -19,9 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.curate.rows import Lineage, assemble, select_clips
+from curator.curate.catalog import set_input, set_model_id
+from curator.curate.rows import Lineage, assemble, label_classes, select_clips, vectors
 from curator.curate.strategies import Build
-from curator.models.registry import get_model
+from curator.models.registry import find_model, get_model
 from curator.store.sql import query
 from curator.store.store import Store
 from schemas.errors import MixedModelsError, ParameterError
@@ -58,14 +59,10 @@ def build_labelled(store: Store, audio_where: str | None, label_set: str | None 
         columns = {"text": texts, "label": labels,
                    "text_id": [make_text_id("labelled", t, None, "prompt") for t in texts]}
         return Build(_null_vectors(clips, columns), "labelled", params, lin.inputs, None, lin.stats)
-    from curator.curate.pseudo import _classes
-
     model = get_model(store, model_name) if model_name else None
-    if model is None:
-        classes, p_ids, p_texts = _prompt_texts(store, lin, label_set)
-    else:
+    if model is not None:
         lin.add_table("models")
-        classes, p_ids, p_texts, class_vecs = _classes(store, lin, model, label_set)
+    classes, p_ids, p_texts, class_vecs = label_classes(store, lin, label_set, model)
     missing = sorted(set(labels) - set(classes))
     if missing:
         raise ParameterError(f"label set {label_set!r} has no prompt for label(s) {', '.join(map(repr, missing[:5]))}")
@@ -73,27 +70,12 @@ def build_labelled(store: Store, audio_where: str | None, label_set: str | None 
     columns = {"text_id": [p_ids[c] for c in cls], "text": [p_texts[c] for c in cls], "label": labels}
     if model is None:
         return Build(_null_vectors(clips, columns), "labelled", params, lin.inputs, None, lin.stats)
-    from curator.curate.rows import vectors
-
     pos, avecs = vectors(store, lin, model, "audio", clips.column("audio_id").to_pylist(), "clips")
     if len(pos) == 0:
         raise ParameterError(f"no labelled clip has a vector from {model.model_id!r}; run `curator embed` first")
     columns = {k: [v[i] for i in pos] for k, v in columns.items()}
     rows = assemble(clips, pos, columns, avecs, class_vecs[cls[pos]])
     return Build(rows, "labelled", params, lin.inputs, model, lin.stats)
-
-
-def _prompt_texts(store: Store, lin: Lineage, label_set: str):
-    from curator.curate.rows import select_texts
-    from curator.curate.strategies import PROMPTS
-
-    prompts = select_texts(store, lin, PROMPTS, None, f"label set {label_set!r}", params=[label_set])
-    first: dict[str, tuple[str, str]] = {}
-    for tid, text, lab in zip(*(prompts.column(c).to_pylist() for c in ("text_id", "text", "label"))):
-        if lab is not None and lab not in first:
-            first[lab] = (tid, text)
-    classes = sorted(first)
-    return classes, [first[c][0] for c in classes], [first[c][1] for c in classes]
 
 
 def _null_vectors(clips: pa.Table, columns: dict) -> pa.Table:
@@ -104,8 +86,6 @@ def _null_vectors(clips: pa.Table, columns: dict) -> pa.Table:
 def build_union(store: Store, refs: list[str]) -> Build:
     if len(refs) < 2:
         raise ParameterError("union needs at least two --from sets")
-    from curator.curate.catalog import set_input
-
     lin = Lineage(store)
     parts, seen, models, dims = [], set(), set(), set()
     for ref in refs:
@@ -117,7 +97,7 @@ def build_union(store: Store, refs: list[str]) -> Build:
         lin.stats[f"rows_from_{resolved.ref}"] = kept.num_rows
         seen.update(kept.column("audio_id").to_pylist())
         dims.add((kept.schema.field("teacher_audio").type.list_size, kept.schema.field("teacher_text").type.list_size))
-        models.add(_set_model(store, resolved))
+        models.add(set_model_id(store, resolved))
         parts.append(kept)
     vectors_kept = len(dims) == 1 and len(models) == 1 and None not in models
     if not vectors_kept:
@@ -132,17 +112,11 @@ def build_union(store: Store, refs: list[str]) -> Build:
     return Build(rows, "union", {"from": list(refs)}, lin.inputs, model, lin.stats)
 
 
-def _set_model(store: Store, resolved) -> str | None:
-    from curator.curate.catalog import _catalog_row
-
-    return _catalog_row(store, resolved.name, resolved.version).get("model_id")
-
-
-def _model_sha(store: Store, model_id: str) -> str | None:
-    try:
-        return get_model(store, model_id).sha256
-    except Exception as exc:  # an unregistered model cannot vouch for its vectors
-        raise MixedModelsError(f"union: model {model_id!r} of the inputs is not registered ({exc})") from None
+def _model_sha(store: Store, model_id: str) -> str:
+    model = find_model(store, model_id)
+    if model is None:  # an unregistered model cannot vouch for its vectors
+        raise MixedModelsError(f"union: model {model_id!r} of the inputs is not registered")
+    return model.sha256
 
 
 def _drop_vectors(table: pa.Table) -> pa.Table:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from curator.curate.rows import Lineage, assemble, select_clips, select_texts, vectors
-from curator.curate.strategies import CAPTIONS, Build
+from curator.curate.rows import CAPTIONS, Lineage, assemble, select_clips, select_texts, vectors
+from curator.curate.strategies import Build
 from curator.models.registry import get_model
 from curator.store.store import Store
 from schemas.errors import ParameterError

@@ -12,15 +12,16 @@ When a label has several prompts (templates), its class vector is their renormal
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from curator.curate.rows import assemble, select_clips, select_texts, vectors
-from curator.curate.strategies import PROMPTS, Build, _begin
+from curator.curate.catalog import SET_INPUT
+from curator.curate.rows import assemble, label_classes, select_clips, start_build, vectors
+from curator.curate.strategies import Build
+from curator.models.registry import checkpoint_trained_on
 from curator.store.store import Store
 from schemas.errors import ModelError, ParameterError
 
@@ -67,27 +68,6 @@ def probability_stats(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return arg, top[:, 0], top[:, 0] - p2, ent
 
 
-def _classes(store, lin, model, label_set: str):
-    """Class labels (sorted), first prompt text_id / text per class, unit class vectors."""
-    prompts = select_texts(store, lin, PROMPTS, None, f"label set {label_set!r}", params=[label_set])
-    pos, vecs = vectors(store, lin, model, "text", prompts.column("text_id").to_pylist(), "prompts")
-    if len(pos) == 0:
-        raise ParameterError(f"label set {label_set!r}: no prompt has a vector from {model.model_id!r}; "
-                             "embed the prompts first")
-    prompts = prompts.take(pa.array(pos, pa.int64()))
-    labels = prompts.column("label").to_pylist()
-    classes = sorted({lab for lab in labels if lab is not None})
-    first_id, first_text, class_vecs = [], [], []
-    ids, texts = prompts.column("text_id").to_pylist(), prompts.column("text").to_pylist()
-    for c in classes:
-        idx = [i for i, lab in enumerate(labels) if lab == c]
-        first_id.append(ids[idx[0]])
-        first_text.append(texts[idx[0]])
-        v = vecs[idx].mean(axis=0)
-        class_vecs.append(v / max(float(np.linalg.norm(v)), 1e-12))
-    return classes, first_id, first_text, np.stack(class_vecs).astype(np.float32)
-
-
 def _zero_shot(audio_vecs: np.ndarray, class_vecs: np.ndarray, scale: float):
     out = [softmax_stats(scale * (audio_vecs[s:s + BLOCK] @ class_vecs.T).astype(np.float64))
            for s in range(0, len(audio_vecs), BLOCK)]
@@ -104,10 +84,9 @@ def _scale(model, temperature: float | None) -> float:
 
 
 def _from_classifier(path: str, store: Store, audio_ids: list[str], classes: list[str]):
-    try:
-        from trainer.students.classifier import predict_proba
-    except ImportError:
-        raise ParameterError("classifier support needs trainer.students.classifier (not installed in this build)") from None
+    # Loading a classifier needs torch; zero-shot pseudo-labelling and `--help` must not pay for it.
+    from trainer.students.classifier import predict_proba
+
     labels, probs = predict_proba(path, store.uri, audio_ids)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (len(audio_ids), len(labels)):
@@ -139,31 +118,10 @@ def _cap(labels: np.ndarray, conf: np.ndarray, audio_ids: list[str], keep: np.nd
     return np.array(sorted(out), np.int64)
 
 
-def _trained_on(path: str) -> str | None:
-    """The set a classifier checkpoint was trained on, from its checkpoint.json (any nested dict
-    holding name + version + content_hash), so lineage reaches back through it."""
-    meta = Path(path) / "checkpoint.json"
-    if not meta.is_file():
-        return None
-    data = json.loads(meta.read_text())
-    if isinstance(data, dict) and isinstance(data.get("trained_on"), str):
-        return data["trained_on"]
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if {"name", "version", "content_hash"} <= node.keys():
-                return f"{node['name']}@{node['version']}"
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
-
-
 def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_contaminated: bool = False) -> Build:
     opts.check()
-    model, lin = _begin(store, model_name)
-    classes, p_ids, p_texts, class_vecs = _classes(store, lin, model, opts.label_set)
+    model, lin = start_build(store, model_name)
+    classes, p_ids, p_texts, class_vecs = label_classes(store, lin, opts.label_set, model)
     clips = select_clips(store, lin, opts.audio_where, "--audio-where", allow_contaminated)
     a_pos, a_vecs = vectors(store, lin, model, "audio", clips.column("audio_id").to_pylist(), "clips")
     if len(a_pos) == 0:
@@ -173,9 +131,9 @@ def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_conta
     if opts.classifier:
         labels, conf, margin, ent = _from_classifier(opts.classifier, store, audio_ids, classes)
         lin.add(f"classifier:{Path(opts.classifier).resolve()}")
-        parent = _trained_on(opts.classifier)
+        parent = checkpoint_trained_on(opts.classifier)
         if parent:
-            lin.add(f"set:{parent}")
+            lin.add(f"{SET_INPUT}{parent}")
     else:
         params["logit_scale"] = _scale(model, opts.temperature)
         labels, conf, margin, ent = _zero_shot(a_vecs, class_vecs, params["logit_scale"])

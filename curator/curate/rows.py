@@ -1,8 +1,9 @@
 """Inputs every set builder needs and the one way set rows are assembled.
 
-Builders (du / ds / ads in `curator.curate.strategies`, pseudo-labels in `curator.curate.pseudo`) select texts and
-clips with SQL, fetch vectors of one model, and turn index arrays into Arrow rows here, so the
-rules (contamination exclusion, missing vectors, lineage refs) are the same for all of them.
+Builders (du / ds / ads in `curator.curate.strategies`, pseudo-labels in `curator.curate.pseudo`,
+pairs, labelled) select texts and clips with SQL, fetch vectors of one model, take a label set's
+classes, and turn index arrays into Arrow rows here, so the rules (contamination exclusion,
+missing vectors, lineage refs) are the same for all of them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curator.curate.guard import contaminated_ids
+from curator.models.registry import ModelRecord, get_model
 from curator.store.sql import query
 from curator.store.store import Store
-from schemas.errors import MixedModelsError, ModelError, ParameterError, StoreError
-from schemas.ids import model_slug
-from schemas.tables import embedding_table_name, set_rows
+from curator.store.vectors import check_model, read_vectors, vector_array
+from schemas.errors import ModelError, ParameterError, StoreError
+from schemas.tables import set_rows
 
 AUDIO_META = ("audio_id", "uri", "city", "recorded_at")
+CAPTIONS = "kind = 'caption' and audio_id is not null"  # teacher-training captions: paired with a clip
+PROMPTS = "kind = 'prompt' and label_set = ?"
 
 
 @dataclass
@@ -41,8 +45,12 @@ class Lineage:
             self.inputs.append(item)
 
 
-def emb_table(model_id: str, modality: str) -> str:
-    return embedding_table_name(model_slug(model_id), modality)
+def start_build(store: Store, model_name: str) -> tuple[ModelRecord, Lineage]:
+    """The registered model a build uses and a lineage that already names the registry version."""
+    model = get_model(store, model_name)
+    lin = Lineage(store)
+    lin.add_table("models")
+    return model, lin
 
 
 def require(store: Store, name: str, hint: str) -> None:
@@ -94,20 +102,13 @@ def vectors(store: Store, lin: Lineage, model, modality: str, ids: list[str],
             what: str) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of `ids` (in that order) from one model; returns (positions in ids that have a
     vector, vectors). Items never embedded are skipped and counted in the build's stats."""
-    from curator.store.vectors import read_vectors
-
-    table = emb_table(model.model_id, modality)
+    table = model.table(modality)
     if not store.has(table):
         raise ModelError(f"model {model.model_id!r} has no {modality} embeddings ({table}); "
                          f"run `curator embed {modality} --model {model.model_id}` first")
     got = read_vectors(store, model.model_id, modality, ids=list(ids))
     lin.add(got.ref)
-    stated = got.meta.get("model_id") or got.meta.get("model")
-    if stated and stated != model.model_id:
-        raise MixedModelsError(f"table {got.table} holds vectors of model {stated!r}, not {model.model_id!r}")
-    dim = getattr(model, "dim", None)
-    if dim and len(got) and got.dim != int(dim):
-        raise MixedModelsError(f"model {model.model_id!r} is {dim}-d but {got.table} holds {got.dim}-d vectors")
+    check_model(got, model)
     # Arrow hash join instead of a Python dict: pools run to millions of clips.
     where = pc.index_in(pa.array(list(ids), pa.string()), value_set=got.ids)
     found = where.is_valid().to_numpy(zero_copy_only=False)
@@ -116,20 +117,34 @@ def vectors(store: Store, lin: Lineage, model, modality: str, ids: list[str],
     missing = len(ids) - len(pos)
     if missing:
         lin.stats[f"{what}_without_vectors"] = lin.stats.get(f"{what}_without_vectors", 0) + missing
-    width = got.vecs.shape[1] if got.vecs.ndim == 2 else int(dim or 0)
-    out = got.vecs[rows] if len(rows) else np.zeros((0, width), np.float32)
+    out = got.vecs[rows] if len(rows) else np.zeros((0, got.dim), np.float32)
     return pos, np.ascontiguousarray(out, dtype=np.float32)
 
 
-def same_model(what: str, expected: str, actual: str | None) -> None:
-    if actual != expected:
-        raise MixedModelsError(f"{what} was built with model {actual!r} but this build uses {expected!r}; "
-                               "vectors of two different models cannot be mixed")
+def label_classes(store: Store, lin: Lineage, label_set: str, model: ModelRecord | None = None):
+    """(class labels sorted, first prompt text_id per class, its text, unit class vectors or None).
 
-
-def fixed_list(vecs: np.ndarray) -> pa.FixedSizeListArray:
-    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1])
+    With a model only prompts it embedded count, and a class vector is the renormalised mean of
+    its prompts' vectors (prompt ensembling); "first" is in text_id order."""
+    prompts = select_texts(store, lin, PROMPTS, None, f"label set {label_set!r}", params=[label_set])
+    vecs = None
+    if model is not None:
+        pos, vecs = vectors(store, lin, model, "text", prompts.column("text_id").to_pylist(), "prompts")
+        if len(pos) == 0:
+            raise ParameterError(f"label set {label_set!r}: no prompt has a vector from {model.model_id!r}; "
+                                 "embed the prompts first")
+        prompts = prompts.take(pa.array(pos, pa.int64()))
+    labels = prompts.column("label").to_pylist()
+    ids, texts = prompts.column("text_id").to_pylist(), prompts.column("text").to_pylist()
+    classes = sorted({lab for lab in labels if lab is not None})
+    members = {c: [i for i, lab in enumerate(labels) if lab == c] for c in classes}
+    first_id = [ids[members[c][0]] for c in classes]
+    first_text = [texts[members[c][0]] for c in classes]
+    if vecs is None:
+        return classes, first_id, first_text, None
+    means = [vecs[members[c]].mean(axis=0) for c in classes]
+    class_vecs = [v / max(float(np.linalg.norm(v)), 1e-12) for v in means]
+    return classes, first_id, first_text, np.stack(class_vecs).astype(np.float32)
 
 
 def assemble(meta: pa.Table, audio_pos: np.ndarray, columns: dict, audio_vecs: np.ndarray,
@@ -139,8 +154,8 @@ def assemble(meta: pa.Table, audio_pos: np.ndarray, columns: dict, audio_vecs: n
     taken = meta.take(pa.array(audio_pos, pa.int64()))
     data = {k: taken.column(k) for k in AUDIO_META}
     data.update({k: v for k, v in columns.items()})
-    data["teacher_audio"] = fixed_list(audio_vecs)
-    data["teacher_text"] = fixed_list(text_vecs)
+    data["teacher_audio"] = vector_array(audio_vecs)
+    data["teacher_text"] = vector_array(text_vecs)
     schema = set_rows(audio_vecs.shape[1], text_vecs.shape[1])
     arrays = []
     for f in schema:

@@ -16,16 +16,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from curator.curate.catalog import check_set_model, set_input
 from curator.curate.decisions import Decisions
-from curator.curate.rows import Lineage, assemble, same_model, select_clips, select_texts, vectors
+from curator.curate.rows import (
+    CAPTIONS,
+    PROMPTS,
+    Lineage,
+    assemble,
+    select_clips,
+    select_texts,
+    start_build,
+    vectors,
+)
 from curator.models.registry import get_model
 from curator.store.store import Store
 from schemas.errors import ParameterError
 from schemas.sets import read_set
 from schemas.validate import check_threshold
 
-CAPTIONS = "kind = 'caption' and audio_id is not null"
-PROMPTS = "kind = 'prompt' and label_set = ?"
 PERS = ("text", "audio", "both")
 
 
@@ -56,13 +64,6 @@ class MatchOptions:
 
     def params(self) -> dict:
         return {"threshold": self.threshold, "top_k": self.top_k, "per": self.per}
-
-
-def _begin(store: Store, model_name: str) -> tuple[object, Lineage]:
-    model = get_model(store, model_name)
-    lin = Lineage(store)
-    lin.add_table("models")
-    return model, lin
 
 
 def _decision_params(decisions: Decisions | None, keep_accepted: bool, lin: Lineage) -> dict:
@@ -106,11 +107,12 @@ def _accepted_extra(ti, ai, text_ids, audio_ids, tv, av, decisions: Decisions | 
 def _cross(captions: pa.Table, cap_vecs: np.ndarray, labels, pool: pa.Table, pool_pos, pool_vecs,
            opts: MatchOptions, decisions, keep_accepted: bool, lin: Lineage) -> pa.Table:
     """Captions x clips through the exact matcher, decisions applied, assembled into set rows."""
-    from curator.match.exact import collect, match_arrays
+    # The matcher needs torch; `curator build ... --help` and model-free builds must not load it.
+    from curator.match.exact import collect, match_blocks
 
     text_ids = captions.column("text_id").to_pylist()
     audio_ids = pool.column("audio_id").take(pa.array(pool_pos, pa.int64())).to_pylist()
-    ti, ai, score = (np.asarray(x) for x in collect(match_arrays(
+    ti, ai, score, _ = (np.asarray(x) for x in collect(match_blocks(
         cap_vecs, pool_vecs, opts.threshold, top_k=opts.top_k, per=opts.per, device=opts.device)))
     ti, ai, score = ti.astype(np.int64), ai.astype(np.int64), score.astype(np.float32)
     ti, ai, score = _filter_pairs(ti, ai, score, text_ids, audio_ids, decisions, lin)
@@ -137,7 +139,7 @@ def build_du(store: Store, model_name: str, opts: MatchOptions, pool_where: str,
              keep_accepted: bool = False) -> Build:
     """DU: every teacher-training caption x every wild clip with score >= tau."""
     opts.check()
-    model, lin = _begin(store, model_name)
+    model, lin = start_build(store, model_name)
     dparams = _decision_params(decisions, keep_accepted, lin)
     captions = select_texts(store, lin, CAPTIONS, pairs_where, "--pairs-where")
     pos, cap_vecs = vectors(store, lin, model, "text", captions.column("text_id").to_pylist(), "captions")
@@ -219,7 +221,7 @@ def ds_rows(store: Store, model, lin: Lineage, opts: DSOptions, allow_contaminat
 def build_ds(store: Store, model_name: str, opts: DSOptions, allow_contaminated: bool = False,
              decisions: Decisions | None = None, keep_accepted: bool = False) -> Build:
     """DS: teacher-training pairs whose caption is close to a label prompt of the target task."""
-    model, lin = _begin(store, model_name)
+    model, lin = start_build(store, model_name)
     dparams = _decision_params(decisions, keep_accepted, lin)
     rows = ds_rows(store, model, lin, opts, allow_contaminated, decisions, keep_accepted)
     params = {**opts.params(), "allow_contaminated": allow_contaminated, **dparams}
@@ -230,19 +232,15 @@ def build_ads(store: Store, model_name: str, opts: MatchOptions, pool_where: str
               ds: DSOptions | None = None, allow_contaminated: bool = False, decisions: Decisions | None = None,
               keep_accepted: bool = False) -> Build:
     """ADS: DS captions (from a DS set, or computed now) x wild clips with score >= tau."""
-    from curator.curate.catalog import SET_INPUT
-
     opts.check()
     if (from_set is None) == (ds is None):
         raise ParameterError("ads needs exactly one of --from-set DS_REF or --label-set (with --ds-threshold)")
-    model, lin = _begin(store, model_name)
+    model, lin = start_build(store, model_name)
     dparams = _decision_params(decisions, keep_accepted, lin)
     if from_set is not None:
         ds_table, resolved = read_set(store.uri, from_set)
-        from curator.curate.catalog import _catalog_row
-
-        same_model(f"set {resolved.ref}", model.model_id, _catalog_row(store, resolved.name, resolved.version)["model_id"])
-        lin.add(f"{SET_INPUT}{resolved.ref}")
+        check_set_model(store, resolved, model.model_id)
+        lin.add(set_input(resolved))
         source = {"from_set": resolved.ref}
     else:
         ds_table = ds_rows(store, model, lin, ds, allow_contaminated, None, False)

@@ -17,6 +17,9 @@ import math
 import shutil
 from pathlib import Path
 
+from curator.demo import report_plots
+from curator.store.sql import query
+from curator.store.store import Store
 from schemas.errors import ParameterError
 
 # (folder name, row label, training loss) in the order of the paper's Table 2.
@@ -95,9 +98,6 @@ def _set_stats(demo: Path, truth: dict[str, set[str]]) -> list[dict]:
     store_dir = demo / "store"
     if not store_dir.exists():
         return []
-    from curator.store.sql import query
-    from curator.store.store import Store
-
     store = Store.open(str(store_dir), create=False)
     if not store.has("sets"):
         return []
@@ -115,8 +115,6 @@ def _set_stats(demo: Path, truth: dict[str, set[str]]) -> list[dict]:
 
 
 def _purity(store, name: str, version: int, strategy: str, truth: dict[str, set[str]]) -> dict:
-    from curator.store.sql import query
-
     def base(uri):
         return uri.rsplit("/", 1)[-1] if uri else None
 
@@ -190,8 +188,6 @@ def _sets_table(sets: list[dict]) -> str:
 
 def write_report(data: dict, out: str | Path) -> Path:
     """report.json, report.md and the PNGs into `out`; returns the markdown path."""
-    from curator.demo import report_plots
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     demo = Path(data["demo"])

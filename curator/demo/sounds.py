@@ -242,7 +242,6 @@ FAMILIES = {
     "tone": tone, "siren": siren, "engine": engine, "rain": rain, "clock tick": clock,
     "bird chirp": chirp, "alarm beep": beep, "dog bark": bark, "water stream": stream, "speech": speech,
 }
-NEEDS_BINARY = {"speech": "espeak-ng"}
 
 
 def synthesise(family: str, rng: np.random.Generator, n: int, sr: int):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from schemas.ids import model_slug
-from schemas.tables import AUDIO, MODELS, TEXTS, embedding_table_name, embeddings, vector_type
+from curator.store.store import now
+from curator.store.vectors import embedding_table, vector_array
+from schemas.tables import AUDIO, MODELS, TEXTS, embeddings
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -34,19 +35,12 @@ def clustered(n: int, dim: int, n_clusters: int = 50, spread: float = 1.0, seed:
     return out
 
 
-def vector_column(vecs: np.ndarray) -> pa.FixedSizeListArray:
-    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), int(vecs.shape[1]))
-
-
 def write_model(store, name: str, text_vecs: np.ndarray, audio_vecs: np.ndarray, prefix: str = "",
                 source: str = "synth", with_rows: bool = True) -> tuple[list[str], list[str]]:
     """Register `name` in `models` and write its two embedding tables (plus `audio` / `texts` rows).
 
     Returns (text_ids, audio_ids). Row i of `texts` is a caption of clip i % n_audio.
     """
-    from curator.store.store import now
-
     dim = int(audio_vecs.shape[1])
     n_t, n_a = len(text_vecs), len(audio_vecs)
     audio_ids = [f"{source}:{prefix}a{i:07d}" for i in range(n_a)]
@@ -56,12 +50,11 @@ def write_model(store, name: str, text_vecs: np.ndarray, audio_vecs: np.ndarray,
         "dim": dim, "logit_scale": 14.3, "sample_rate": 48000, "modalities": ["audio", "text"],
         "added_at": now(),
     }], schema=MODELS))
-    slug = model_slug(name)
     meta = {"model_id": name}
     for modality, ids, vecs, col in (("audio", audio_ids, audio_vecs, "audio_id"), ("text", text_ids, text_vecs, "text_id")):
         schema = embeddings(col, int(vecs.shape[1])).with_metadata(meta)
-        data = pa.table({col: pa.array(ids, pa.string()), "vector": vector_column(vecs)}, schema=schema)
-        store.overwrite(embedding_table_name(slug, modality), data, schema)
+        data = pa.table({col: pa.array(ids, pa.string()), "vector": vector_array(vecs)}, schema=schema)
+        store.overwrite(embedding_table(name, modality), data, schema)
     if with_rows:
         _write_rows(store, text_ids, audio_ids, source, prefix)
     return text_ids, audio_ids
@@ -81,4 +74,4 @@ def _write_rows(store, text_ids, audio_ids, source, prefix) -> None:
     }), schema=TEXTS)
 
 
-__all__ = ["clustered", "unit", "vector_column", "vector_type", "write_model"]
+__all__ = ["clustered", "unit", "write_model"]

@@ -17,9 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curator.embed.run import ID_COLUMN, SOURCE, append_retrying, done_ids, ensure_table, table_schema, vectors_table
+from curator.embed.pending import SOURCE, done_ids
+from curator.embed.writer import append_retrying, ensure_table, table_schema, vectors_table
 from curator.models.registry import get_model
 from curator.store.store import Store
+from curator.store.vectors import ID_COLUMN
 from schemas.errors import MixedModelsError, ModelError, ParameterError, StoreError
 
 CHUNK_ROWS = 65_536

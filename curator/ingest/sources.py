@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +31,6 @@ class ClipSpec:
     audio_id: str | None = None
 
 
-
 def scan_folder(root: str | os.PathLike, source: str, split: str | None = None,
                 labels_from_dirs: bool = False) -> list[ClipSpec]:
     root = Path(root)
@@ -48,6 +47,16 @@ def scan_folder(root: str | os.PathLike, source: str, split: str | None = None,
         labels = [path.parent.name] if labels_from_dirs and path.parent != root else []
         specs.append(ClipSpec(path=path, relative=rel, source=source, split=split, labels=labels))
     return specs
+
+
+def is_manifest(src: str | os.PathLike) -> bool:
+    return Path(src).suffix.lower() == ".csv"
+
+
+def default_source(src: str | os.PathLike) -> str:
+    """A source name when none is given: the manifest's stem, or the folder's name."""
+    path = Path(src)
+    return path.stem if is_manifest(path) else path.resolve().name
 
 
 @dataclass
@@ -72,6 +81,34 @@ PRESETS: dict[str, tuple[ManifestColumns, str]] = {
     "scenes": (ManifestColumns(path="{filename}", label="scene_label", city="city", time="timestamp",
                                labelled="labelled"), "."),
 }
+
+
+def manifest_columns(preset: str | None = None, **overrides: str | None) -> ManifestColumns | None:
+    """Columns of your own (`path=`, `label=`, ... as in ManifestColumns), each falling back to the
+    preset's (or the default's); None when no override is given, so the manifest's header decides."""
+    given = {k: v for k, v in overrides.items() if v}
+    if not given:
+        return None
+    if preset and preset not in PRESETS:
+        raise CuratorError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    base = PRESETS[preset][0] if preset else ManifestColumns()
+    return replace(base, **given)
+
+
+def find_clips(src: str | os.PathLike, source: str | None = None, split: str | None = None,
+               labels_from_dirs: bool = False, preset: str | None = None,
+               audio_root: str | os.PathLike | None = None,
+               columns: ManifestColumns | None = None) -> tuple[str, list[ClipSpec]]:
+    """(source name, clips) of a folder (scanned recursively) or a manifest CSV (preset detected
+    from its header unless given or `columns` say otherwise). Refuses a source with no clips."""
+    source = source or default_source(src)
+    if is_manifest(src):
+        specs = read_manifest(src, source, split, columns=columns, audio_root=audio_root, preset=preset)
+    else:
+        specs = scan_folder(src, source, split, labels_from_dirs)
+    if not specs:
+        raise CuratorError(f"{src}: no audio files found (looked for wav, flac, ogg, mp3)")
+    return source, specs
 
 
 def detect_preset(header: list[str]) -> str | None:

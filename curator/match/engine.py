@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from schemas.errors import ParameterError
 from trainer.device import resolve_device
 
 BF16_MARGIN = 0.01
@@ -73,7 +74,7 @@ def blas_threads(n: int | None = None):
 
 def cpu_blas(dim: int, choice: str = "auto") -> str:
     if choice not in ("auto", "torch", "numpy"):
-        raise ValueError(f"blas must be auto, torch or numpy, got {choice!r}")
+        raise ParameterError(f"blas must be auto, torch or numpy, got {choice!r}")
     return _faster_blas(max(dim, 1)) if choice == "auto" else choice
 
 
@@ -94,7 +95,7 @@ class Engine:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+            raise ParameterError(f"precision must be fp32 or bf16, got {precision!r}")
         self.precision = precision
         self.rows = torch.from_numpy(as_f32(rows)).to(self.device)
         self.cols = torch.from_numpy(as_f32(cols)).to(self.device)

@@ -221,17 +221,9 @@ def _restore_bf16(prev) -> None:
         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = prev
 
 
-def match_arrays(text_vecs: np.ndarray, audio_vecs: np.ndarray, threshold: float, top_k: int | None = None,
-                 per: str = "text", device: str = "auto", block=None, **kw
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (text_idx, audio_idx, score) chunks of the kept pairs (exact, blocked, bounded memory)."""
-    for r, c, s, _ in match_blocks(text_vecs, audio_vecs, threshold, top_k, per, device, block, **kw):
-        yield r, c, s
-
-
 def collect(chunks) -> tuple[np.ndarray, ...]:
-    """Concatenate the chunks of `match_arrays` / `match_blocks` into whole arrays."""
+    """Concatenate the chunks of `match_blocks` (or `match_sql`) into whole arrays."""
     parts = list(chunks)
     if not parts:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int32)
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))

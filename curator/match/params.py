@@ -1,5 +1,8 @@
 """What every matcher checks before it does any work: the threshold, top-k and its side, and that
-the two arrays of vectors come from one model (same dimension)."""
+the two arrays of vectors could come from one model (2-d, same dimension).
+
+Matchers see bare arrays; which model and table the vectors came from is checked where they are
+read (`curator.store.vectors.check_same_model`)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from curator.match.params import check_arrays, check_params
+from curator.store.vectors import vector_array
 
 _KEEP = {
     None: "true",
@@ -24,12 +25,7 @@ _KEEP = {
 
 
 def _vector_table(vecs: np.ndarray) -> pa.Table:
-    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-    flat = pa.array(vecs.reshape(-1))
-    return pa.table({
-        "pos": pa.array(np.arange(len(vecs), dtype=np.int64)),
-        "vector": pa.FixedSizeListArray.from_arrays(flat, int(vecs.shape[1])),
-    })
+    return pa.table({"pos": pa.array(np.arange(len(vecs), dtype=np.int64)), "vector": vector_array(vecs)})
 
 
 def match_sql(text_vecs: np.ndarray, audio_vecs: np.ndarray, threshold: float, top_k: int | None = None,

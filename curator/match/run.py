@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from curator.match.ann import match_ann
 from curator.match.exact import match_blocks
 from curator.match.params import check_params
+from curator.match.reference import match_sql
 from curator.models.registry import get_model
 from curator.store.sql import ids_where
 from curator.store.store import Store, now
@@ -45,10 +47,6 @@ class RunSummary:
     duration_s: float
     inputs: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
@@ -126,12 +124,8 @@ def run_match(store: Store, model: str, threshold: float, top_k: int | None = No
                               precision=precision, progress=progress)
         params |= {"device": str(device), "precision": precision, "block": block}
     elif method == "sql":
-        from curator.match.reference import match_sql
-
         blocks = match_sql(tv.vecs, av.vecs, t, top_k, per)
     else:
-        from curator.match.ann import match_ann
-
         blocks, recall, ann_params = match_ann(store, info, tv, av, t, top_k, per, ann or {}, progress=progress)
         params |= {"ann": ann_params}
     delete_run(store, run_id)  # a replaced run, or leftovers of an interrupted one

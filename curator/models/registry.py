@@ -21,9 +21,10 @@ import pyarrow as pa
 
 from curator.models.fingerprint import folder_sha256
 from curator.store.store import Store, now
+from curator.store.vectors import embedding_table
 from schemas.errors import ModelError
 from schemas.ids import model_slug
-from schemas.tables import MODELS, embedding_table_name
+from schemas.tables import MODELS
 
 KINDS = ("clap-hf", "checkpoint", "sentence")
 
@@ -40,15 +41,8 @@ class ModelRecord:
     modalities: tuple[str, ...]
     trained_on: str | None
 
-    @property
-    def slug(self) -> str:
-        return model_slug(self.model_id)
-
     def table(self, modality: str) -> str:
-        return embedding_table_name(self.slug, modality)
-
-    def supports(self, modality: str) -> bool:
-        return modality in self.modalities
+        return embedding_table(self.model_id, modality)
 
 
 def _check_name(name: str) -> str:
@@ -61,8 +55,10 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _trained_on(folder: Path) -> str | None:
-    meta = folder / "checkpoint.json"
+def checkpoint_trained_on(folder: str | os.PathLike) -> str | None:
+    """The set reference a `trainer fit` checkpoint folder records in checkpoint.json (`trained_on`),
+    which is how lineage reaches back through students and classifiers; None if it records none."""
+    meta = Path(folder) / "checkpoint.json"
     if not meta.exists():
         return None
     try:
@@ -84,17 +80,18 @@ def add_model(store: Store, name: str, kind: str, path: str | os.PathLike) -> di
     folder = Path(path).expanduser().resolve()
     if not folder.is_dir():
         raise ModelError(f"model {name!r}: {path} is not a folder")
+    rows = _rows(store)
+    for row in rows:
+        if row["model_id"] != name and model_slug(row["model_id"]) == model_slug(name):
+            raise ModelError(f"model name {name!r} would share tables emb_{model_slug(name)}_* with "
+                             f"registered model {row['model_id']!r}; choose another name")
     sha = folder_sha256(folder)
-    existing = _rows(store)
-    for row in existing:
+    for row in rows:
         if row["model_id"] == name:
             if row["sha256"] == sha and row["kind"] == kind:
                 return row
             raise ModelError(f"model {name!r} is already registered with other files ({row['path']}, "
                              f"sha256 {row['sha256'][:12]}); choose another name")
-        if model_slug(row["model_id"]) == model_slug(name):
-            raise ModelError(f"model name {name!r} would share tables emb_{model_slug(name)}_* with "
-                             f"registered model {row['model_id']!r}; choose another name")
     provisional = ModelRecord(name, kind, str(folder), sha, 0, None, None, (), None)
     # Loading needs torch; listing and reading the registry must not (model-free commands stay fast).
     from curator.models.teachers import load_teacher
@@ -104,7 +101,7 @@ def add_model(store: Store, name: str, kind: str, path: str | os.PathLike) -> di
         "model_id": name, "kind": kind, "path": str(folder), "sha256": sha, "dim": int(teacher.dim),
         "logit_scale": None if teacher.logit_scale is None else float(teacher.logit_scale),
         "sample_rate": teacher.sample_rate, "modalities": list(teacher.modalities),
-        "trained_on": _trained_on(folder) if kind == "checkpoint" else None, "added_at": now(),
+        "trained_on": checkpoint_trained_on(folder) if kind == "checkpoint" else None, "added_at": now(),
     }
     store.upsert("models", pa.Table.from_pylist([row], schema=MODELS))
     return row
@@ -122,11 +119,19 @@ def list_models(store: Store) -> pa.Table:
     return store.read("models").sort_by("model_id")
 
 
-def get_model(store: Store, name: str) -> ModelRecord:
-    rows = _rows(store)
-    for row in rows:
+def find_model(store: Store, name: str) -> ModelRecord | None:
+    """The registered model `name`, or None (for callers to whom an unknown model is not an error)."""
+    for row in _rows(store):
         if row["model_id"] == name:
             return _record(row)
+    return None
+
+
+def get_model(store: Store, name: str) -> ModelRecord:
+    model = find_model(store, name)
+    if model is not None:
+        return model
+    rows = _rows(store)
     known = ", ".join(sorted(r["model_id"] for r in rows)) or "none (curator models add NAME --kind KIND PATH)"
     raise ModelError(f"unknown model {name!r}; registered: {known}")
 

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 
 from curator.models.fingerprint import verify_files
 from schemas.errors import ModelError
-from trainer.data.audio import fit_window
+from trainer.data.audio import ClapFeatures, fit_window
 from trainer.device import resolve_device
+from trainer.students.loading import load_student
 
 TOKENIZER_INPUTS = ["input_ids", "attention_mask"]  # BERT's token_type_ids would reach CLAP's audio tower
 
@@ -106,8 +107,6 @@ class ClapTeacher(Teacher):
         super().__init__(name, device, amp)
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-        from trainer.data.audio import ClapFeatures
-
         try:
             self.model = ClapModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
             fe = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True)
@@ -150,10 +149,6 @@ class StudentTeacher(Teacher):
     def __init__(self, name: str, folder: str, device: torch.device, amp: bool = False):
         super().__init__(name, device, amp)
         try:
-            from trainer.students.loading import load_student
-        except ImportError as exc:
-            raise ModelError(f"model {name!r}: checkpoint models need trainer.students.compact ({_first_line(exc)})") from None
-        try:
             self.student = load_student(folder, device=str(device))
         except ModelError:
             raise
@@ -183,7 +178,7 @@ class SentenceTeacher(Teacher):
         root = Path(folder)
         try:
             cfg = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        except Exception as exc:
+        except Exception as exc:  # transformers raises OSError / ValueError / KeyError variants
             raise ModelError(f"model {name!r}: {folder} is not a transformers model folder ({_first_line(exc)})") from None
         if cfg.model_type == "clap":
             raise ModelError(f"model {name!r}: {folder} is a CLAP model; register it with --kind clap-hf")
@@ -191,7 +186,7 @@ class SentenceTeacher(Teacher):
         try:
             self.model = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except Exception as exc:
+        except Exception as exc:  # as above: one line naming the folder instead of a transformers trace
             raise ModelError(f"model {name!r}: cannot load sentence encoder from {folder} ({_first_line(exc)})") from None
         self.model.eval().to(device)
         self.dim = int(cfg.hidden_size)

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.errors import MixedModelsError, ModelError, StoreError
+from schemas.errors import MixedModelsError, ParameterError, StoreError
 from schemas.ids import model_slug
 from schemas.tables import embedding_table_name
 
@@ -47,10 +47,21 @@ class Vectors:
         return int(self.vecs.shape[0])
 
 
-def _dataset(store, model_id: str, modality: str):
+def embedding_table(model_id: str, modality: str) -> str:
+    """`emb_<slug>_<modality>`: the table holding a model's vectors of one modality."""
     if modality not in ID_COLUMN:
-        raise ValueError(f"modality must be 'audio' or 'text', got {modality!r}")
-    name = embedding_table_name(model_slug(model_id), modality)
+        raise ParameterError(f"modality must be 'audio' or 'text', got {modality!r}")
+    return embedding_table_name(model_slug(model_id), modality)
+
+
+def vector_array(vecs: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, dim) vectors as the fixed-size float32 list column every vector table stores."""
+    vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), int(vecs.shape[1]))
+
+
+def _dataset(store, model_id: str, modality: str):
+    name = embedding_table(model_id, modality)
     if not store.has(name):
         raise StoreError(
             f"model {model_id!r} has no {modality} embeddings: table {name!r} is missing "
@@ -148,34 +159,31 @@ def read_vectors(store, model_id: str, modality: str, ids=None) -> Vectors:
     return Vectors(model_id, modality, name, version, sel_ids, vecs, missing, meta)
 
 
-def load_vectors(store, model_id: str, modality: str, ids=None) -> tuple[list[str], np.ndarray]:
-    """(ids, float32 (n, dim)) of a model's audio or text embeddings; see `read_vectors`."""
-    v = read_vectors(store, model_id, modality, ids)
-    return v.ids.to_pylist(), v.vecs
+def check_model(v: Vectors, model=None) -> None:
+    """Refuse vectors that are not `v.model_id`'s: a table whose metadata names another model, or
+    whose size disagrees with the registered model's (`model`, a ModelRecord)."""
+    stated = v.meta.get("model_id") or v.meta.get("model")
+    if stated and stated != v.model_id:
+        raise MixedModelsError(f"table {v.table} holds vectors of model {stated!r}, not {v.model_id!r}")
+    if model is not None and model.dim and model.dim != v.dim:
+        raise MixedModelsError(f"model {model.model_id!r} is {model.dim}-d but {v.table} holds {v.dim}-d vectors")
 
 
 def check_same_model(text: Vectors, audio: Vectors, model=None) -> int:
     """Refuse to score vectors of two models against each other; return the shared dimension.
 
-    Catches a different model id, vectors of different sizes, a table whose metadata names another
-    model, and tables whose size disagrees with the registered model's (`model`, a ModelRecord).
+    Catches a different model id and vectors of different sizes, then `check_model` on each side.
     """
     if text.model_id != audio.model_id:
         raise MixedModelsError(
             f"refusing to mix models: texts from {text.model_id!r} ({text.table}) and audio from "
             f"{audio.model_id!r} ({audio.table}); embed both with one model"
         )
-    for v in (text, audio):
-        stated = v.meta.get("model_id") or v.meta.get("model")
-        if stated and stated != v.model_id:
-            raise MixedModelsError(f"table {v.table} holds vectors of model {stated!r}, not {v.model_id!r}")
     if text.dim != audio.dim:
         raise MixedModelsError(
             f"refusing to mix vectors: {text.table} is {text.dim}-d but {audio.table} is {audio.dim}-d "
             f"(they cannot come from one model {text.model_id!r})"
         )
-    if model is not None and model.dim and model.dim != text.dim:
-        raise MixedModelsError(
-            f"model {model.model_id!r} is {model.dim}-d but {text.table} / {audio.table} hold {text.dim}-d vectors"
-        )
+    for v in (text, audio):
+        check_model(v, model)
     return text.dim
