@@ -148,7 +148,7 @@ def route_ann(T, A, a):
 
 
 def route_read(T, A, a):
-    """load_vectors from a real store vs np.load of the same matrix (both from the page cache)."""
+    """read_vectors from a real store vs np.load of the same matrix (both from the page cache)."""
     from curator.demo.vectors import write_model
     from curator.store.store import Store
     from curator.store.vectors import read_vectors

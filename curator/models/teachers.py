@@ -4,8 +4,9 @@
 (both -> float32 (n, dim), L2-normalised), `.sample_rate`, `.window_samples`, `.dim`,
 `.logit_scale` (the multiplier s) and `.modalities`. Kinds:
 
-- `clap-hf`: a Hugging Face `ClapModel` folder (laion/clap-htsat-unfused layout). Features come from
-  `trainer.data.audio.ClapFeatures` (torch, on the model's device), not the numpy extractor.
+- `clap-hf`: a Hugging Face `ClapModel` folder (laion/clap-htsat-unfused layout), wrapped by
+  `trainer.students.clap_hf.ClapStudent`; features come from `trainer.data.audio.ClapFeatures`
+  (torch, on the model's device), not the numpy extractor.
 - `checkpoint`: a student folder written by `trainer fit`, loaded by `trainer.students.loading.load_student`.
 - `sentence`: a text-only sentence encoder (BERT-family + pooling); audio is refused.
 
@@ -23,34 +24,11 @@ import torch.nn.functional as F
 
 from curator.models.fingerprint import verify_files
 from schemas.errors import ModelError
-from trainer.data.audio import ClapFeatures, fit_window
+from trainer.data.audio import fit_window
 from trainer.device import resolve_device
+from trainer.students.clap_hf import ClapStudent
 from trainer.students.loading import load_student
-
-TOKENIZER_INPUTS = ["input_ids", "attention_mask"]  # BERT's token_type_ids would reach CLAP's audio tower
-
-
-def _quiet_transformers() -> None:
-    # "Loading weights" bars from every from_pretrained would bury the embed progress bar.
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
-
-
-def _pooled(out) -> torch.Tensor:
-    """transformers 5 returns an output object whose pooler_output is the embedding; 4.x a tensor."""
-    if isinstance(out, torch.Tensor):
-        return out
-    pooled = getattr(out, "pooler_output", None)
-    if pooled is None:
-        raise ModelError(f"model returned {type(out).__name__} without pooler_output")
-    return pooled
+from trainer.students.weights import first_line, quiet_hf
 
 
 class Teacher:
@@ -102,59 +80,20 @@ class Teacher:
         raise NotImplementedError
 
 
-class ClapTeacher(Teacher):
-    def __init__(self, name: str, folder: str, device: torch.device, amp: bool = False):
-        super().__init__(name, device, amp)
-        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
-
-        try:
-            self.model = ClapModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-            fe = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True,
-                                                           model_input_names=TOKENIZER_INPUTS)
-        except Exception as exc:  # transformers raises OSError / ValueError / KeyError variants
-            raise ModelError(f"model {name!r}: {folder} is not a loadable ClapModel folder ({_first_line(exc)})") from None
-        cfg = self.model.config
-        if fe.feature_size != cfg.audio_config.num_mel_bins:
-            raise ModelError(f"model {name!r}: feature extractor has {fe.feature_size} mel bins, audio tower "
-                             f"expects {cfg.audio_config.num_mel_bins}")
-        self.model.eval().to(device)
-        self.features = ClapFeatures.from_extractor(fe).to(device)
-        self.fused = bool(cfg.audio_config.enable_fusion)
-        self.sample_rate = int(fe.sampling_rate)
-        self.window_samples = int(fe.nb_max_samples)
-        self.dim = int(cfg.projection_dim)
-        self.logit_scale = float(self.model.logit_scale_a.detach().exp())
-        text_cfg = cfg.text_config
-        positions = int(text_cfg.max_position_embeddings) - int(text_cfg.pad_token_id or 0) - 1
-        self.max_tokens = max(8, min(int(self.tokenizer.model_max_length), positions))
-
-    def _audio(self, batch: torch.Tensor) -> torch.Tensor:
-        feats = self.features(batch)
-        is_longer = None
-        if self.fused:
-            # A fitted window is never longer than the window: HF's short-clip fusion input is
-            # the same mel four times, with is_longer False.
-            feats = feats.repeat(1, 4, 1, 1)
-            is_longer = torch.zeros(feats.shape[0], 1, dtype=torch.bool, device=feats.device)
-        return _pooled(self.model.get_audio_features(input_features=feats, is_longer=is_longer))
-
-    def _texts(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
-        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in TOKENIZER_INPUTS}
-        return _pooled(self.model.get_text_features(**tokens))
-
-
 class StudentTeacher(Teacher):
-    def __init__(self, name: str, folder: str, device: torch.device, amp: bool = False):
+    """A trainer student used as a teacher: a `checkpoint` folder is loaded as saved; a `clap-hf`
+    folder is a ClapModel, wrapped by the same `ClapStudent` code a student starting from it trains,
+    so teacher and fresh student embed identically (and the Hugging Face traps are handled once)."""
+
+    def __init__(self, name: str, folder: str, device: torch.device, amp: bool = False, kind: str = "checkpoint"):
         super().__init__(name, device, amp)
         try:
-            self.student = load_student(folder, device=str(device))
-        except ModelError:
-            raise
+            student = ClapStudent.build(folder) if kind == "clap-hf" else load_student(folder, device=str(device))
+        except ModelError as exc:
+            raise ModelError(f"model {name!r}: {exc}") from None
         except Exception as exc:  # a torn or foreign folder: say which and why, in one line
-            raise ModelError(f"model {name!r}: {folder} is not a loadable student checkpoint ({_first_line(exc)})") from None
-        self.student.eval()
+            raise ModelError(f"model {name!r}: {folder} is not a loadable student checkpoint ({first_line(exc)})") from None
+        self.student = student.to(device).eval()
         self.sample_rate = int(self.student.sample_rate)
         self.window_samples = int(self.student.window_samples)
         self.dim = int(self.student.dim)
@@ -179,7 +118,7 @@ class SentenceTeacher(Teacher):
         try:
             cfg = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # transformers raises OSError / ValueError / KeyError variants
-            raise ModelError(f"model {name!r}: {folder} is not a transformers model folder ({_first_line(exc)})") from None
+            raise ModelError(f"model {name!r}: {folder} is not a transformers model folder ({first_line(exc)})") from None
         if cfg.model_type == "clap":
             raise ModelError(f"model {name!r}: {folder} is a CLAP model; register it with --kind clap-hf")
         self.pooling, self.max_tokens = self._sentence_config(root)
@@ -187,7 +126,7 @@ class SentenceTeacher(Teacher):
             self.model = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         except Exception as exc:  # as above: one line naming the folder instead of a transformers trace
-            raise ModelError(f"model {name!r}: cannot load sentence encoder from {folder} ({_first_line(exc)})") from None
+            raise ModelError(f"model {name!r}: cannot load sentence encoder from {folder} ({first_line(exc)})") from None
         self.model.eval().to(device)
         self.dim = int(cfg.hidden_size)
 
@@ -224,22 +163,22 @@ class SentenceTeacher(Teacher):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
 
 
-_KINDS = {"clap-hf": ClapTeacher, "checkpoint": StudentTeacher, "sentence": SentenceTeacher}
-
-
 def load_teacher(record, device: str | torch.device = "auto", verify: bool = True, amp: bool = False) -> Teacher:
     """Load the registered model `record` (a curator.models.registry.ModelRecord) on `device`.
 
     `verify` re-hashes the folder first: vectors from a folder that changed since registration
     would not be the registered model's.
     """
-    if record.kind not in _KINDS:
-        raise ModelError(f"model {record.model_id!r}: unknown kind {record.kind!r}; kinds: {', '.join(_KINDS)}")
+    if record.kind not in ("clap-hf", "checkpoint", "sentence"):  # the registry's KINDS
+        raise ModelError(f"model {record.model_id!r}: unknown kind {record.kind!r}")
     if verify:
         verify_files(record)
     dev = resolve_device(device)
-    _quiet_transformers()
-    teacher = _KINDS[record.kind](record.model_id, record.path, dev, amp)
+    with quiet_hf():  # "Loading weights" bars from every from_pretrained would bury the embed bar
+        if record.kind == "sentence":
+            teacher = SentenceTeacher(record.model_id, record.path, dev, amp)
+        else:
+            teacher = StudentTeacher(record.model_id, record.path, dev, amp, kind=record.kind)
     if record.dim and teacher.dim != record.dim:
         raise ModelError(f"model {record.model_id!r}: loads as {teacher.dim}-d but was registered as {record.dim}-d")
     return teacher
