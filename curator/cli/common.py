@@ -8,6 +8,7 @@ import click
 
 from curator.store.store import Store
 from schemas.errors import CuratorError
+from schemas.exits import exit_line, sigterm_as_interrupt
 
 
 class StoreContext:
@@ -20,6 +21,8 @@ class StoreContext:
     def store(self, create: bool = True) -> Store:
         if self._store is None:
             self._store = Store.open(self.uri, create=create)
+            for note in self._store.notes:  # what opening had to fix, one line each
+                click.echo(f"note: {note}", err=True)
         return self._store
 
 
@@ -45,26 +48,34 @@ def fail(message: str, code: int = 2) -> None:
     raise exc
 
 
+INTERRUPTED = ("interrupted: every write finished before the interruption is kept (each is one atomic "
+               "commit), nothing is half-written; rerun the same command to finish (nothing is done twice)")
+
+
 def run_main(group: click.Group, argv: list[str] | None = None) -> int:
-    """Run a click group; a CuratorError becomes one `error: ...` line on stderr and exit code 2."""
+    """Run a click group; a CuratorError becomes one `error: ...` line on stderr and exit code 2.
+
+    Ctrl-C and SIGTERM end with one line saying what was kept and what to run next (exit 130), a
+    full disk with one line, not a traceback (exit 28): see `schemas.exits`."""
     try:
-        # In non-standalone mode click returns an Exit's code instead of raising it.
-        code = group.main(args=argv, standalone_mode=False)
+        with sigterm_as_interrupt():
+            # In non-standalone mode click returns an Exit's code instead of raising it.
+            code = group.main(args=argv, standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except CuratorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("interrupted; rerun the same command to resume", err=True)
-        return 130
+    except BaseException as exc:  # noqa: BLE001 - classified below; anything unknown is re-raised
+        ended = exit_line(exc, INTERRUPTED)
+        if ended is None:
+            if isinstance(exc, click.exceptions.Abort):  # a "no" at a confirmation prompt
+                click.echo("aborted", err=True)
+                return 130
+            raise
+        click.echo(ended[0], err=True)
+        return ended[1]
 
 
 def echo_table(table, fmt: str = "table", out: str | None = None) -> None:

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.embed.pending import SOURCE, done_ids
-from curator.embed.writer import append_retrying, ensure_table, table_schema, vectors_table
+from curator.embed.writer import ensure_table, insert_vectors, table_schema, vectors_table
 from curator.models.registry import get_model
 from curator.store.store import Store
 from curator.store.vectors import ID_COLUMN
@@ -126,5 +126,5 @@ def import_embeddings(store: Store, model: str, modality: str, path: str, ids_pa
     schema = table_schema(record, modality)
     for s in range(0, len(keep), CHUNK_ROWS):
         part = keep[s:s + CHUNK_ROWS]
-        append_retrying(store, record.table(modality), vectors_table([ids[i] for i in part], vecs[part], schema), schema)
+        insert_vectors(store, record.table(modality), vectors_table([ids[i] for i in part], vecs[part], schema), schema)
     return ImportSummary(record.model_id, modality, record.table(modality), len(ids), len(keep), len(ids) - len(keep))

@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from schemas.errors import CuratorError, ParameterError
+from schemas.errors import ParameterError
+from schemas.exits import exit_line, sigterm_as_interrupt
 from schemas.tables import PROMPT_TEMPLATE
 from trainer.cli.scene import classifier_eval_options, hybrid_options
 
@@ -262,25 +263,30 @@ def _print_results(results: dict) -> None:
             click.echo(f"  {direction.replace('_', ' ')}: {vals}")
 
 
+INTERRUPTED = "interrupted; if a checkpoint was saved, `trainer fit --resume --out DIR` continues from it"
+
+
 def run_main(group: click.Group, argv: list[str] | None = None) -> int:
-    """A CuratorError becomes one `error: ...` line on stderr and exit code 2 (same contract as curator)."""
+    """A CuratorError becomes one `error: ...` line on stderr and exit code 2 (same contract as curator);
+    an interrupted fit prints its own line (what was saved, the exact resume command), exit 130."""
     try:
-        group.main(args=argv, standalone_mode=False)
+        with sigterm_as_interrupt():
+            group.main(args=argv, standalone_mode=False)
         return 0
-    except CuratorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("interrupted; rerun with --resume to continue from the last checkpoint", err=True)
-        return 130
+    except BaseException as exc:  # noqa: BLE001 - classified below; anything unknown is re-raised
+        ended = exit_line(exc, INTERRUPTED)
+        if ended is None:
+            if isinstance(exc, click.exceptions.Abort):
+                click.echo("aborted", err=True)
+                return 130
+            raise
+        click.echo(ended[0], err=True)
+        return ended[1]
 
 
 def main(argv: list[str] | None = None) -> None:
