@@ -132,11 +132,13 @@ class Store:
         path = reading.local_path(uri)
         if path.exists() and not path.is_dir():
             raise StoreError(f"store {uri}: exists and is not a folder")
-        if not path.exists() or not any(path.iterdir()):
+        # dot-files only: another process is writing the marker of a store it creates right now
+        if not path.exists() or not any(not p.name.startswith(".") for p in path.iterdir()):
             if not create:
                 raise StoreError(f"store {uri}: no such store (run an ingest first, or pass --store)")
             path.mkdir(parents=True, exist_ok=True)
-            write_marker(uri)
+            if read_marker(uri) is None:
+                write_marker(uri)
         marker = read_marker(uri)
         if marker is None and not (adopt and _looks_like_old_store(path)):
             hint = (f"; if it is a store made by an earlier curator, `curator --store {uri} doctor --repair` "

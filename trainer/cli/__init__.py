@@ -91,7 +91,11 @@ def _resume_defaults(ctx: click.Context, params: dict) -> dict:
 @click.option("--out", required=True, help="Checkpoint folder to write (registrable as a model).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it was saved.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps (0 = only at the end).")
+@click.option("--checkpoint-every", type=int, default=0, show_default=True,
+              help="Also checkpoint every this many steps (0 = off). Every epoch's end is always one.")
+@click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True,
+              help="Also checkpoint this often (0 = off). Ctrl-C / SIGTERM save one too, then print the "
+                   "resume command.")
 @click.option("--log-every", type=int, default=10, show_default=True, help="Steps per metrics.jsonl line.")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--cache-mb", type=int, default=0, show_default=True, help="Keep up to this much decoded audio in memory.")

@@ -1,7 +1,8 @@
 """`trainer fit`: train a student on one set version (plus an optional replay set).
 
-AdamW, linear warm-up + cosine decay, bf16 autocast on CUDA, gradient clipping, checkpoints every N
-steps and at the end, exact resume, metrics as JSONL, DDP under torchrun. The step is the unit of
+AdamW, linear warm-up + cosine decay, bf16 autocast on CUDA, gradient clipping, checkpoints (every N
+steps, at each epoch's end, every M minutes, on SIGINT / SIGTERM and at the end), exact resume (logged
+losses included), metrics as JSONL, DDP under torchrun. The step is the unit of
 everything: batch order, replay choice, LR and checkpoints are functions of it, so a resumed run
 replays the uninterrupted one.
 """
@@ -22,11 +23,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from schemas.errors import ParameterError, TrainingError
+from schemas.errors import Interrupted, ParameterError, TrainingError
 from schemas.tables import PROMPT_TEMPLATE
 from trainer.data.batches import BatchPlan, make_loader
 from trainer.data.rows import ClipRows, SetSource, open_set
 from trainer.train.checkpoint import load_train_state, read_checkpoint, restore_rng, save_checkpoint
+from trainer.train.interrupt import CheckpointClock, StopOnSignal, resume_command
 from trainer.train.losses import DEFAULT_TAU_S, clap_loss, multi_positive_loss, soft_label_loss
 from trainer.train.runtime import Runtime, build_or_load_student, eval_hook, setup_runtime
 
@@ -60,6 +62,7 @@ class FitConfig:
     device: str = "auto"
     seed: int = 0
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0  # also checkpoint this often (and at every epoch end); 0 = epochs only
     log_every: int = 10
     num_workers: int = 0
     cache_mb: int = 0
@@ -77,8 +80,8 @@ class FitConfig:
                 raise ParameterError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ParameterError(f"--lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.num_workers < 0:
-            raise ParameterError("--warmup-steps, --checkpoint-every and --num-workers must be >= 0")
+        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.num_workers < 0 or self.checkpoint_minutes < 0:
+            raise ParameterError("--warmup-steps, --checkpoint-every, --checkpoint-minutes and --num-workers must be >= 0")
         if self.replay_ratio and not self.replay_ref:
             raise ParameterError("--replay-ratio needs --replay REF")
         if self.eval_where and not self.eval_label_set:
@@ -177,7 +180,7 @@ class _Metrics:
 
 
 def _lineage(cfg: FitConfig, main: SetSource, replay: SetSource | None) -> dict:
-    hp = {k: v for k, v in asdict(cfg).items() if k not in ("store", "out", "resume", "stop_after")}
+    hp = {k: v for k, v in asdict(cfg).items() if k not in ("store", "out", "resume", "stop_after", "checkpoint_minutes")}
     return {"trained_on": main.resolved.ref, "set": main.lineage(),
             "replay": replay.lineage() if replay else None, "hparams": hp, "store": cfg.store}
 
@@ -216,8 +219,9 @@ def fit(cfg: FitConfig, on_step: Callable[[dict], None] | None = None) -> FitRes
 def _fit(cfg: FitConfig, rt: Runtime, on_step) -> FitResult:
     out = Path(cfg.out)
     if not cfg.resume and (out / "checkpoint.json").exists():
-        raise TrainingError(f"{out} already holds a checkpoint (step {read_checkpoint(out).get('step')}); "
-                            f"pass --resume to continue it or choose another --out")
+        held = read_checkpoint(out)
+        raise TrainingError(f"{out} already holds a checkpoint (step {held.get('step')} of {held.get('total_steps')}); "
+                            f"continue it with `{resume_command(cfg.store, cfg.out, rt.world)}` or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     main = open_set(cfg.store, cfg.set_ref)
     replay = open_set(cfg.store, cfg.replay_ref) if cfg.replay_ref else None
@@ -239,6 +243,8 @@ def _fit(cfg: FitConfig, rt: Runtime, on_step) -> FitResult:
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["meta"]["step"])
         summary["skipped_clips"] = list(state["meta"].get("metrics", {}).get("skipped_clip_ids", []))
+        summary["losses"] = list(state["plain"].get("loss_history", {}).get("losses", []))
+        summary["window"] = list(state["plain"].get("loss_history", {}).get("window", []))
         restore_rng(state["rng"], state["plain"])
     model = _Pair(student)
     if rt.world > 1:
@@ -269,14 +275,17 @@ class _RunContext:
     metrics: _Metrics
     evaluate: Callable | None
 
-    def save(self, step: int, epoch: int) -> None:
-        """Rank 0 writes the checkpoint; every weight must be finite or the last good one stays."""
+    def save(self, step: int, epoch: int, window: list | None = None, evaluate: bool = True) -> None:
+        """Rank 0 writes the checkpoint; every weight must be finite or the last good one stays.
+        The losses of the last 100 steps and of the unlogged window go into the train state, so a
+        resumed run logs exactly what the uninterrupted one does; only `--checkpoint-every` saves and
+        the final one evaluate (epoch-end, timed and signal saves do not, so they change no log)."""
         skipped = self._all_skipped()
         if not all(bool(torch.isfinite(p).all()) for p in self.student.parameters()):
             raise TrainingError(f"weights became non-finite by step {step}; stopped, the last good checkpoint "
                                 f"is kept in {self.cfg.out}; lower --lr")
         if self.rt.rank == 0:
-            evaluation = self.evaluate(step) if self.evaluate else None
+            evaluation = self.evaluate(step) if self.evaluate and evaluate else None
             if evaluation is not None:
                 self.metrics.write({"step": step, "eval": evaluation})
             losses = self.summary["losses"]
@@ -286,7 +295,8 @@ class _RunContext:
             save_checkpoint(self.cfg.out, self.student, {**self.meta, "epoch": epoch, "metrics": metrics,
                             "saved_at": datetime.now(timezone.utc).isoformat()}, self.optimizer, self.scheduler, step,
                             # the batch order is a pure function of (seed, step): this is its whole state
-                            extra_state={"data_order": {"seed": self.cfg.seed, "next_step": step}})
+                            extra_state={"data_order": {"seed": self.cfg.seed, "next_step": step},
+                                         "loss_history": {"losses": losses[-100:], "window": list(window or [])}})
         if self.rt.world > 1:
             dist.barrier()
 
@@ -302,31 +312,46 @@ class _RunContext:
         cfg, rt = self.cfg, self.rt
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if rt.device.type == "cuda"
                     else contextlib.nullcontext())
-        window = {"loss": [], "time": 0.0, "wait": 0.0, "samples": 0}
+        window = {"loss": self.summary.pop("window", []), "time": 0.0, "wait": 0.0, "samples": 0}
         step, loss_value, tick = start, None, time.perf_counter()
-        for batch in loader:
-            got = time.perf_counter()
-            self.summary["skipped_clips"].extend(e["audio_id"] for e in batch["errors"])
-            loss_value, n, kind = self._train_step(batch, autocast, step)
-            step += 1
-            epoch = (step - 1) // plan.steps_per_epoch
-            done = time.perf_counter()
-            window["loss"].append(loss_value)
-            window["time"] += done - tick
-            window["wait"] += got - tick
-            window["samples"] += n * rt.world
-            tick = done
-            if loss_value is not None:
-                self.summary["losses"].append(loss_value)
-            if step % cfg.log_every == 0 or step == total:
-                self._log(window, step, epoch, kind, on_step)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-                self.save(step, epoch)
-            if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
-                return self._result(step, total, loss_value, stopped=True)
+        clock = CheckpointClock(cfg.checkpoint_minutes, plan.steps_per_epoch)
+        with StopOnSignal() as stop:
+            for batch in loader:
+                step, loss_value, tick = self._one(batch, step, total, plan, window, tick, autocast, on_step)
+                # every N steps (with the evaluation, if any); epoch ends and every M minutes (without)
+                every = bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                if step < total and (every or clock.due(step, rt)):
+                    self.save(step, (step - 1) // plan.steps_per_epoch, window["loss"], evaluate=every)
+                    clock.saved()
+                if step < total and stop.requested(rt):
+                    self.save(step, (step - 1) // plan.steps_per_epoch, window["loss"], evaluate=False)
+                    raise Interrupted(f"{stop.name} at step {step}/{total}; checkpoint saved in {cfg.out}; "
+                                      f"resume with: {resume_command(cfg.store, cfg.out, rt.world)}")
+                if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
+                    return self._result(step, total, loss_value, stopped=True)
         if step > start:
-            self.save(step, max(0, (step - 1) // plan.steps_per_epoch))
+            self.save(step, max(0, (step - 1) // plan.steps_per_epoch), window["loss"])
         return self._result(step, total, loss_value, stopped=False)
+
+    def _one(self, batch, step: int, total: int, plan: BatchPlan, window: dict, tick: float, autocast, on_step):
+        """Train on one batch and log; returns (step, loss, tick) after it."""
+        cfg, rt = self.cfg, self.rt
+        got = time.perf_counter()
+        self.summary["skipped_clips"].extend(e["audio_id"] for e in batch["errors"])
+        loss_value, n, kind = self._train_step(batch, autocast, step)
+        step += 1
+        epoch = (step - 1) // plan.steps_per_epoch
+        done = time.perf_counter()
+        window["loss"].append(loss_value)
+        window["time"] += done - tick
+        window["wait"] += got - tick
+        window["samples"] += n * rt.world
+        tick = done
+        if loss_value is not None:
+            self.summary["losses"].append(loss_value)
+        if step % cfg.log_every == 0 or step == total:
+            self._log(window, step, epoch, kind, on_step)
+        return step, loss_value, tick
 
     def _train_step(self, batch: dict, autocast, step: int) -> tuple[float | None, int, str]:
         cfg, rt = self.cfg, self.rt
