@@ -60,8 +60,8 @@ PROMPT_TEMPLATE = "this is a sound of {label}"
 MODELS = pa.schema(
     [
         pa.field("model_id", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # clap-hf | checkpoint | sentence
-        pa.field("path", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # clap-hf | checkpoint | sentence | external
+        pa.field("path", pa.string(), nullable=False),  # "" for external (no weights here)
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("dim", pa.int32(), nullable=False),
         pa.field("logit_scale", pa.float64()),
@@ -138,6 +138,21 @@ CONTAMINATION = pa.schema(
 )
 
 
+# One row per vector shard imported by `curator import-embeddings FOLDER`: a rerun skips the shards
+# listed here for the same model, modality and fingerprint (size + head and tail bytes of its files).
+IMPORTS = pa.schema(
+    [
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),  # path relative to the imported folder
+        pa.field("rows", pa.int64()),
+        pa.field("imported", pa.int64()),  # rows new to the embedding table
+        pa.field("at", TS),
+    ]
+)
+
+
 def set_rows(audio_dim: int, text_dim: int) -> pa.Schema:
     """Rows of `set_<name>`: self-contained, so training never re-runs the teacher."""
     return pa.schema(
@@ -188,4 +203,5 @@ FIXED_TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "sets": (SETS, ("name", "version")),
     "errors": (ERRORS, ()),
     "contamination": (CONTAMINATION, ("audio_id", "eval_audio_id")),
+    "imports": (IMPORTS, ("model_id", "modality", "fingerprint")),
 }

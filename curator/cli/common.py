@@ -25,6 +25,36 @@ class StoreContext:
 
 pass_store = click.make_pass_decorator(StoreContext)
 
+EXIT_CODES = ("Exit codes: 0 ok; 1 some items failed and were recorded (table errors) or a check found "
+              "problems; 2 bad input (one `error: ...` line on stderr); 130 interrupted (rerun to resume).")
+FORMATS = ("table", "csv", "json")
+FORMAT_HELP = ("table for a terminal; csv (header + rows, no trailing blank line); json (one JSON array of "
+               "row objects).")
+
+
+def format_option(choices=FORMATS):
+    """The `--format` option of every list or report command (the same help everywhere)."""
+    return click.option("--format", "fmt", type=click.Choice(list(choices)), default="table", show_default=True,
+                        help=FORMAT_HELP)
+
+
+def _late_store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(StoreContext).uri = value
+
+
+def script_friendly(command: click.Command) -> click.Command:
+    """Give a command (and a group's subcommands) `--store` after the subcommand name too
+    (`curator tables --store S` = `curator --store S tables`) and the exit codes in its --help."""
+    if not any(p.name == "late_store" for p in command.params):
+        command.params.append(click.Option(["--store", "late_store"], expose_value=False, callback=_late_store,
+                                           metavar="URI", help="Store folder or URI (same as `curator --store`)."))
+        if not command.epilog:
+            command.epilog = EXIT_CODES
+    for sub in getattr(command, "commands", {}).values():
+        script_friendly(sub)
+    return command
+
 
 def option_group(*options):
     """One decorator applying several click options in the order listed, for options that a
@@ -78,7 +108,8 @@ def echo_table(table, fmt: str = "table", out: str | None = None) -> None:
         df.write_parquet(out)
         return
     if fmt == "csv":
-        text = df.write_csv()
+        # polars ends every row with a newline and echo adds one: no blank last line for `| tail -n 1`
+        text = df.write_csv().rstrip("\n")
     elif fmt == "json":
         text = df.write_json()
     else:
@@ -87,9 +118,34 @@ def echo_table(table, fmt: str = "table", out: str | None = None) -> None:
             text = str(df)
     if out:
         with open(out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            fh.write(text + "\n")
     else:
         click.echo(text)
+
+
+def echo_report(record: dict, fmt: str, lines: list[str], table=None) -> None:
+    """A report command's output: `lines` (and `table`) for a terminal; with --format json one JSON
+    object (`record`, plus `rows`: the table's rows); with csv the table, or `record` as one row.
+    With csv / json, stdout carries only the data, so a script can parse it whole."""
+    import json
+
+    if fmt == "table":
+        for line in lines:
+            click.echo(line)
+        if table is not None and table.num_rows:
+            echo_table(table)
+    elif fmt == "json":
+        doc = dict(record)
+        if table is not None:
+            doc["rows"] = table.to_pylist()
+        click.echo(json.dumps(doc, default=str))
+    else:
+        import pyarrow as pa
+
+        if table is None:
+            flat = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in record.items()}
+            table = pa.Table.from_pylist([flat])
+        echo_table(table, "csv")
 
 
 def progress(iterable=None, total=None, desc: str = "", unit: str = "it"):

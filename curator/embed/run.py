@@ -114,6 +114,7 @@ def embed(store: Store, model: str, modality: str, where: str | None = None, bat
     `progress_factory(total, desc)` may return a callable(n) to report progress (the CLI's bar).
     """
     record = get_model(store, model)
+    record.check_loadable()
     _check_modality(record, modality)
     items, selected, already = pending_items(store, record, modality, where, shard)
     summary = EmbedSummary(record.model_id, modality, record.table(modality), shard, selected, already)

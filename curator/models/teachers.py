@@ -169,7 +169,9 @@ def load_teacher(record, device: str | torch.device = "auto", verify: bool = Tru
     `verify` re-hashes the folder first: vectors from a folder that changed since registration
     would not be the registered model's.
     """
-    if record.kind not in ("clap-hf", "checkpoint", "sentence"):  # the registry's KINDS
+    if record.kind == "external":  # vectors only: no weights here (ModelRecord.check_loadable says so)
+        record.check_loadable()
+    if record.kind not in ("clap-hf", "checkpoint", "sentence"):  # the registry's LOADABLE kinds
         raise ModelError(f"model {record.model_id!r}: unknown kind {record.kind!r}")
     if verify:
         verify_files(record)
