@@ -69,7 +69,8 @@ def _resume_defaults(ctx: click.Context, params: dict) -> dict:
 @click.option("--replay-ratio", type=float, default=0.0, show_default=True,
               help="Fraction of batches replaced whole by replay-set batches.")
 @click.option("--init", help="Start from: a student checkpoint folder, a ClapModel folder (clap-hf student), "
-                             "or a BERT-family text model folder (compact student; default: bundled MiniLM).")
+                             "or a BERT-family text model folder (compact student; default: bundled MiniLM); "
+                             "or the name of a model registered with `curator models add`.")
 @click.option("--student", type=click.Choice(["compact", "clap-hf"]), default=None,
               help="Student kind (default: inferred from --init).")
 @click.option("--student-config", help="JSON object (or file) of student options, e.g. '{\"dim\": 256}'.")
@@ -170,6 +171,11 @@ def _progress_bar():
 @click.option("--labels", help="Comma-separated classes instead of --label-set.")
 @click.option("--audio-where", help="SQL over `audio` choosing the clips (truth = first of `labels`).")
 @click.option("--template", default=PROMPT_TEMPLATE, show_default=True)
+@click.option("--protocol", type=click.Choice(["esc50-fold1", "esc50-all", "esc50-5fold", "us8k-10fold", "tut17",
+                                              "custom"]),
+              help="A named zero-shot protocol fixing clips, folds, prompt and label spelling, reported with "
+                   "accuracy, mean class accuracy, R@1/5/10 and mAP@10 (docs/EVALUATION.md). custom = "
+                   "--label-set/--labels, --template and --audio-where as given.")
 @click.option("--retrieval", is_flag=True, help="Also report text<->audio recall@1/5/10 on paired data.")
 @click.option("--set", "set_ref", help="Paired rows for --retrieval (default: captions in `texts`).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -178,7 +184,7 @@ def _progress_bar():
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @classifier_eval_options
 @click.pass_context
-def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, set_ref, device, batch_size,
+def eval_cmd(ctx, model, label_set, labels, audio_where, template, protocol, retrieval, set_ref, device, batch_size,
              plot, as_json, classifier, truth, pseudo_set) -> None:
     """Zero-shot classification and retrieval, the same protocol every time.
 
@@ -187,6 +193,7 @@ def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, se
       trainer eval --model runs/ads-s1 --label-set esc50 --audio-where "source = 'esc50' and fold = 5" \\
           --plot esc50.png
       trainer eval --model student_v2 --retrieval --set ds@2 --json
+      trainer eval --model clap --protocol esc50-fold1 --json     # LAION-CLAP's ESC-50 protocol
       trainer eval --classifier runs/clf --audio-where "source = 'scenes'" --truth ground_truth.csv \\
           --pseudo-set scenes_pl
     """
@@ -202,13 +209,21 @@ def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, se
         raise ParameterError("--truth and --pseudo-set go with --classifier")
     if not model:
         raise ParameterError("pass --model (zero-shot / retrieval) or --classifier (a classifier checkpoint)")
-    if not (label_set or labels or retrieval):
-        raise ParameterError("nothing to evaluate: pass --label-set / --labels (zero-shot) or --retrieval")
+    if not (label_set or labels or retrieval or protocol):
+        raise ParameterError("nothing to evaluate: pass --protocol, --label-set / --labels (zero-shot) or --retrieval")
     if set_ref and not retrieval:
         raise ParameterError("--set is only used with --retrieval")
     student = ev.load_model(ev.resolve_model(store, model), device=str(resolve_device(device)))
     results = {"model": model}
-    if label_set or labels:
+    if protocol:
+        from trainer.eval.protocols import run_protocol
+
+        classes = [c.strip() for c in labels.split(",") if c.strip()] if labels else (
+            ev.prompt_labels(store, label_set) if label_set else None)
+        custom_template = template if ctx.get_parameter_source("template").name != "DEFAULT" or \
+            protocol == "custom" else None
+        results["protocol"] = run_protocol(store, student, protocol, audio_where, classes, custom_template, batch_size)
+    elif label_set or labels:
         classes = [c.strip() for c in labels.split(",") if c.strip()] if labels else ev.prompt_labels(store, label_set)
         res = ev.evaluate_zero_shot(student, ev.eval_clips(store, audio_where), classes, template, batch_size)
         res.update({"label_set": label_set, "audio_where": audio_where})
@@ -236,6 +251,15 @@ def _pairs(store: str, set_ref: str | None, audio_where: str | None):
 
 
 def _print_results(results: dict) -> None:
+    pr = results.get("protocol")
+    if pr:
+        metrics = "  ".join(f"{k} {pr[k]:.4f}" for k in ("accuracy", "mean_class_accuracy", "R@1", "R@5", "R@10",
+                                                         "mAP@10") if pr[k] is not None)
+        click.echo(f"protocol {pr['protocol']} ({pr['comparable_with']}): prompt {pr['template']!r}, "
+                   f"{len(pr['labels'])} classes, {pr['n']} clips, {pr['aggregate']}")
+        click.echo(f"  {metrics}")
+        for g in pr["groups"] if len(pr["groups"]) > 1 else []:
+            click.echo(f"  {g['group']}: accuracy {g['accuracy']:.4f} over {g['n']} clips")
     zs = results.get("zero_shot")
     if zs:
         acc = zs["accuracy"]
@@ -281,6 +305,23 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted; rerun with --resume to continue from the last checkpoint", err=True)
         return 130
+
+
+EXIT_CODES = ("Exit codes: 0 ok; 1 the run finished but some items failed (recorded); 2 bad input (one "
+              "`error: ...` line on stderr); 130 interrupted (rerun with --resume to continue).")
+
+
+def _late_store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj["store"] = value
+
+
+# `trainer eval --store S` = `trainer --store S eval`; the exit codes in every --help.
+cli.epilog = EXIT_CODES
+for _command in cli.commands.values():
+    _command.params.append(click.Option(["--store", "late_store"], expose_value=False, callback=_late_store,
+                                        metavar="URI", help="Store folder or URI (same as `trainer --store`)."))
+    _command.epilog = _command.epilog or EXIT_CODES
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,9 +15,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from schemas.errors import ModelError, ParameterError, StoreError
+from schemas.errors import ModelError, ParameterError
 from schemas.reading import query
 from schemas.tables import PROMPT_TEMPLATE
+from trainer.students.named import resolve_model  # noqa: F401  (a name or a folder; re-exported for callers)
 
 RECALL_KS = (1, 5, 10)
 
@@ -55,23 +56,6 @@ def paired_captions(store_uri: str, where: str | None) -> pa.Table:
     return query_store(store_uri, f"with a as (select * from audio {cond}) select t.text_id, t.text, a.audio_id, a.uri "
                                   "from texts t join a on t.audio_id = a.audio_id where t.kind = 'caption' "
                                   "order by a.audio_id, t.text_id")
-
-
-def resolve_model(store_uri: str | None, model: str) -> str:
-    """A checkpoint / model folder as given, or the path of a registered model of that name."""
-    if Path(model).is_dir():
-        return str(model)
-    if store_uri:
-        try:
-            rows = query_store(store_uri, "select model_id, path from models order by model_id").to_pylist()
-        except StoreError:
-            rows = []
-        for row in rows:
-            if row["model_id"] == model:
-                return row["path"]
-        names = ", ".join(r["model_id"] for r in rows) or "none"
-        raise ModelError(f"model {model!r} is neither a folder nor a registered model; registered: {names}")
-    raise ModelError(f"model {model!r}: no such folder")
 
 
 def load_model(path: str, device: str = "cpu"):
