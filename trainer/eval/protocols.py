@@ -27,12 +27,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.errors import ParameterError
+from trainer.eval.metrics import RANK_KS, class_metrics, rank_metrics
 from trainer.eval.zero_shot import embed_clips, embed_texts, eval_clips
 
 LAION_TEMPLATE = "This is a sound of {label}"  # LAION-CLAP's zero-shot scripts: "This is a sound of " + label
 MSCLAP_TEMPLATE = "this is the sound of {label}"  # msclap's ESC-50 example: 'this is the sound of ' + class
 PAPER_TEMPLATE = "this is a sound of {label}"  # msclap 2022 as followed by the improvement-set paper (seed 002)
-RANK_KS = (1, 5, 10)
 EVAL_SPLITS = ("evaluation", "evaluate", "eval", "test")
 ESC50 = ("esc50", "ESC-50")  # `curator ingest audio ESC-50/meta/esc50.csv` names the source esc50
 
@@ -78,32 +78,6 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
 
 def spell(label: str | None, protocol: Protocol) -> str | None:
     return label.replace("_", " ") if (label is not None and protocol.spell) else label
-
-
-def rank_metrics(scores: np.ndarray, truth: np.ndarray) -> dict:
-    """LAION-CLAP's ranking metrics: rank (0 = best) of the true class among all classes."""
-    if not len(truth):
-        return {**{f"R@{k}": None for k in RANK_KS}, "mAP@10": None, "mean_rank": None, "median_rank": None}
-    own = scores[np.arange(len(truth)), truth]
-    ranks = (scores > own[:, None]).sum(axis=1)
-    return {**{f"R@{k}": float((ranks < k).mean()) for k in RANK_KS},
-            "mAP@10": float(np.where(ranks < 10, 1.0 / (ranks + 1), 0.0).mean()),
-            "mean_rank": float(ranks.mean() + 1), "median_rank": float(np.floor(np.median(ranks)) + 1)}
-
-
-def class_metrics(pred: np.ndarray, truth: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, mean class accuracy (over classes with clips), per-class counts and the confusion matrix."""
-    k = len(labels)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (truth, pred), 1)
-    per_class = {}
-    for i, lab in enumerate(labels):
-        n = int(confusion[i].sum())
-        per_class[lab] = {"n": n, "correct": int(confusion[i, i]), "accuracy": confusion[i, i] / n if n else None}
-    scored = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    return {"n": int(len(truth)), "accuracy": float((truth == pred).mean()) if len(truth) else None,
-            "mean_class_accuracy": float(np.mean(scored)) if scored else None,
-            "per_class": per_class, "confusion": confusion.tolist()}
 
 
 def _select(store_uri: str, sql: str, what: str) -> pa.Table:

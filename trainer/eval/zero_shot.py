@@ -18,6 +18,7 @@ import torch
 from schemas.errors import ModelError, ParameterError
 from schemas.reading import query
 from schemas.tables import PROMPT_TEMPLATE
+from trainer.eval.metrics import class_metrics
 from trainer.students.named import resolve_model  # noqa: F401  (a name or a folder; re-exported for callers)
 
 RECALL_KS = (1, 5, 10)
@@ -146,19 +147,7 @@ def evaluate_zero_shot(student, clips, labels: list[str], template: str = PROMPT
     audio, ok, errors = embed_clips(student, table, batch_size)
     truth = np.array([index[table.column("label")[i].as_py()] for i in range(table.num_rows)])[ok]
     pred = (audio[ok] @ prompts.T).argmax(axis=1) if ok.any() else np.zeros(0, dtype=int)
-    k = len(labels)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (truth, pred), 1)
-    per_class = {}
-    for i, lab in enumerate(labels):
-        n = int(confusion[i].sum())
-        per_class[lab] = {"n": n, "correct": int(confusion[i, i]), "accuracy": confusion[i, i] / n if n else None}
-    scored = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    n = int(ok.sum())
-    return {"task": "zero-shot", "template": template, "labels": labels, "n": n,
-            "accuracy": float((truth == pred).mean()) if n else None,
-            "mean_class_accuracy": float(np.mean(scored)) if scored else None,
-            "per_class": per_class, "confusion": confusion.tolist(),
+    return {"task": "zero-shot", "template": template, "labels": labels, **class_metrics(pred, truth, labels),
             "excluded_unknown_label": excluded, "skipped": len(errors), "errors": errors[:20]}
 
 
