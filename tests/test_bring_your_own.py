@@ -68,6 +68,8 @@ def test_external_model_from_three_npy_shards_matches_and_builds(cli, store, wor
     assert r.code == 0, r.output
     built = json.loads(r.output)
     assert built["set"] == "du_ext@1" and built["rows"] == len(brute_match(world.T(caps), world.A(wild), 0.5)) > 0
+    shown = json.loads(cli.curator("sets", "show", "du_ext", "--format", "json").output)
+    assert shown["ref"] == "du_ext@1" and shown["model_id"] == "ext"
 
     # embed is refused in one line that says why
     r = cli.curator("embed", "--model", "ext", "--audio")

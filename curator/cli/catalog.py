@@ -42,16 +42,24 @@ def list_cmd(ctx, fmt):
 
 @sets.command("show")
 @click.argument("ref")
+@format_option(("table", "json"))
 @pass_store
-def show_cmd(ctx, ref):
+def show_cmd(ctx, ref, fmt):
     """Show a set version's lineage: params, inputs, model, and parent sets back to round 0.
 
     \b
     Example:
       curator sets show pl_r2@latest-good
-      curator sets show ads_esc@3
+      curator sets show ads_esc@3 --format json
     """
-    click.echo("\n".join(format_lineage(show_set(ctx.store(create=False), ref))))
+    lineage = show_set(ctx.store(create=False), ref)
+    if fmt == "json":  # the same tree: a set's parents are sets and models, a model's the set it was trained on
+        import dataclasses
+        import json
+
+        click.echo(json.dumps(dataclasses.asdict(lineage), default=str))
+        return
+    click.echo("\n".join(format_lineage(lineage)))
 
 
 @sets.command("diff")
