@@ -103,9 +103,6 @@ class ClipRows(Dataset):
     def __len__(self) -> int:
         return sum(p["n"] for p in self.parts)
 
-    def part_size(self, part: int) -> int:
-        return self.parts[part]["n"] if part < len(self.parts) else 0
-
     def _decode(self, part: int, row: int) -> np.ndarray:
         key = (part, row)
         wave = self._cache.get(key)

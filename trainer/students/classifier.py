@@ -112,10 +112,6 @@ class SceneClassifier(nn.Module):
                 torch.from_numpy(time_features(recorded_at)))
 
 
-def is_classifier(folder: str | os.PathLike) -> bool:
-    return (Path(folder) / CLASSIFIER_JSON).is_file()
-
-
 def load_classifier(folder: str | os.PathLike, device: str = "cpu") -> SceneClassifier:
     """Rebuild a saved classifier (eval mode) from its folder; safetensors only, no pickles."""
     folder = Path(folder)
