@@ -78,7 +78,11 @@ def load_model(path: str, device: str = "cpu"):
     if (folder / "student.json").exists():
         return load_student(folder, device=device)
     config = folder / "config.json"
-    if config.exists() and json.loads(config.read_text()).get("model_type") == "clap":
+    try:
+        model_type = json.loads(config.read_text()).get("model_type") if config.exists() else None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{config}: not valid JSON ({exc})") from None
+    if model_type == "clap":
         return build_student("clap-hf", init_path=str(folder)).to(device)
     raise ModelError(f"{path}: neither a student checkpoint (student.json) nor a ClapModel folder")
 

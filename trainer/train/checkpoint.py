@@ -123,7 +123,10 @@ def load_train_state(folder: str | os.PathLike) -> dict:
     state_dir = folder / TRAIN_STATE
     if not (state_dir / "state.pt").exists() or not (state_dir / "state.json").exists():
         raise TrainingError(f"{folder}: no {TRAIN_STATE}/ to resume from (was it saved by `trainer fit`?)")
-    plain = json.loads((state_dir / "state.json").read_text())
+    try:
+        plain = json.loads((state_dir / "state.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise TrainingError(f"{state_dir / 'state.json'}: unreadable ({exc})") from None
     if plain.get("step") != meta.get("step"):
         raise TrainingError(f"{folder}: train state is at step {plain.get('step')} but checkpoint.json at "
                             f"{meta.get('step')} (interrupted while saving?)")

@@ -15,8 +15,7 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, resume_step: int | None):
         self.path, self.enabled = path, enabled
         if enabled and resume_step is not None and path.exists():
-            kept = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            kept = [ln for ln in _whole_lines(path) if json.loads(ln).get("step", 0) <= resume_step]
             path.write_text("".join(ln + "\n" for ln in kept))
         elif enabled and resume_step is None and path.exists():
             path.unlink()
@@ -25,6 +24,18 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
+
+
+def _whole_lines(path: Path) -> list[str]:
+    """The file's lines less a torn last one: a kill while a line was being written leaves one,
+    always past the checkpoint (a step's lines are written before its checkpoint is saved)."""
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if lines:
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return lines
 
 
 class Window:
