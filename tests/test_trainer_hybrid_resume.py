@@ -116,6 +116,8 @@ def test_hybrid_resume_refuses_other_settings_and_finished_runs_keep(tmp_path, t
     assert read_checkpoint(out)["step"] == 1
     r = cli.trainer("fit", "--resume", "--out", out, "--lambda", "0.5")
     assert r.code == 2 and "cannot resume with different settings: lam 0.1 -> 0.5" in r.output
+    r = cli.trainer("fit", "--resume", "--out", out, "--loss", "soft")
+    assert r.code == 2 and "--classes needs --loss hybrid" in r.output  # the checkpoint's hybrid options
     r = cli.trainer("fit", "--resume", "--out", out, "--replay", "lab")
     assert r.code == 2 and "--replay is not supported with --loss hybrid" in r.output
     r = cli.trainer("fit", "--resume", "--out", out, "--json")

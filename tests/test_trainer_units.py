@@ -18,7 +18,7 @@ from trainer.eval.confusion import confusion_report
 from trainer.eval.evaluate import evaluate
 from trainer.train.config import FitConfig
 from trainer.train.optim import WarmupCosine, param_groups
-from trainer.train.resume import resume_options
+from trainer.train.resume import check_resume, resume_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +37,11 @@ def test_resume_options_take_the_checkpoint_values_the_user_did_not_give(tmp_pat
     assert given["lr"] == 1e-4  # the caller's dict is not changed
     with pytest.raises(TrainingError, match="not a trainer checkpoint"):
         resume_options(tmp_path / "none", given, set())
+    # a hybrid checkpoint written before the one loop recorded no loss: its classifier block says it
+    (tmp_path / "checkpoint.json").write_text(json.dumps({**meta, "hparams": {}, "classifier": {"classes": ["a"]}}))
+    assert resume_options(tmp_path, given, set())["loss"] == "hybrid"
+    with pytest.raises(TrainingError, match="holds a hybrid run's state, not a --loss soft one"):
+        check_resume({"classifier": {}}, FitConfig(store="s", set_ref="lab", out="o"), {}, 1, ())
 
 
 @pytest.mark.parametrize("options, message", [

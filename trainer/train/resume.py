@@ -20,6 +20,8 @@ def resume_options(out: str | os.PathLike, options: dict, explicit: set[str]) ->
     left for `fit` to check against the checkpoint."""
     meta = read_checkpoint(out)
     recorded = dict(meta.get("hparams", {}))
+    if "classifier" in meta:  # hybrid checkpoints written before the one loop did not record the loss
+        recorded.setdefault("loss", "hybrid")
     recorded["set_ref"] = (meta.get("set") or {}).get("ref")
     recorded["replay_ref"] = (meta.get("replay") or {}).get("ref")
     recorded.pop("device", None)  # where a run continues is the caller's choice, not the checkpoint's
@@ -33,6 +35,9 @@ def resume_options(out: str | os.PathLike, options: dict, explicit: set[str]) ->
 def check_resume(meta: dict, cfg, sources: dict[str, SetSource | None], world: int, trajectory: tuple[str, ...]) -> None:
     """Raise TrainingError unless `cfg` on `sources` ({"set": ..., "replay": ...}) replays the run
     recorded in `meta`."""
+    if ("classifier" in meta) != cfg.hybrid:  # the saved optimiser state would not even fit the module
+        raise TrainingError(f"cannot resume: the checkpoint holds a {'hybrid' if 'classifier' in meta else cfg.loss} "
+                            f"run's state, not a --loss {cfg.loss} one")
     for key, src in sources.items():
         what, recorded = ("set" if key == "set" else f"{key} set"), meta.get(key)
         if (src is None) != (recorded is None):
