@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.errors import ParameterError
-from trainer.eval.metrics import RANK_KS, class_metrics, rank_metrics
+from trainer.eval.confusion import confusion_report
+from trainer.eval.metrics import RANK_KS, rank_metrics
 from trainer.eval.zero_shot import embed_clips, embed_texts, eval_clips
 
 LAION_TEMPLATE = "This is a sound of {label}"  # LAION-CLAP's zero-shot scripts: "This is a sound of " + label
@@ -139,7 +140,7 @@ def run_protocol(store_uri: str, student, name: str, audio_where: str | None = N
         truth = np.array([t for _, t in rows], dtype=np.int64)
         scores = audio[rows_idx] @ text.T if len(rows) else np.zeros((0, len(classes)), np.float32)
         pred = scores.argmax(axis=1) if len(rows) else np.zeros(0, np.int64)
-        results.append({"group": group, **class_metrics(pred, truth, classes), **rank_metrics(scores, truth),
+        results.append({"group": group, **confusion_report(truth, pred, classes), **rank_metrics(scores, truth),
                         "excluded_unknown_label": sum(1 for t in truth_all if t not in index),
                         "audio_ids": scored_ids})
     summary_keys = ("accuracy", "mean_class_accuracy", *(f"R@{k}" for k in RANK_KS), "mAP@10")
