@@ -61,7 +61,7 @@ def pending_items(store: Store, record: ModelRecord, modality: str, where: str |
     if not store.has(source):
         raise StoreError(f"store has no {source!r} table; ingest {'audio' if modality == 'audio' else 'texts'} first")
     rows = store.read(source, columns=[id_col, payload])
-    wanted = ids_where(store, source, id_col, where)
+    wanted = ids_where(store, source, id_col, where, "--where")
     if wanted is not None:
         rows = rows.filter(pc.is_in(rows.column(id_col), value_set=pa.array(wanted, pa.string())))
     ids = rows.column(id_col).to_pylist()

@@ -112,12 +112,12 @@ def pseudo_accuracy(store_uri: str, set_ref: str, truth_csv: str | None) -> dict
 def evaluate_classifier(ckpt: str, store_uri: str, where: str | None, truth_csv: str | None = None,
                         batch_size: int = 32, device: str = "cpu") -> dict:
     """Classify the clips `where` selects (SQL over `audio`) and score against ground truth."""
-    from trainer.eval.zero_shot import query_store
+    from trainer.eval.zero_shot import audio_filter, query_store
     from trainer.students.classifier import audio_rows, load_classifier, predict_table
 
     model = load_classifier(ckpt, device)
-    cond = f"where {where}" if where else ""
-    ids = query_store(store_uri, f"select audio_id from audio {cond} order by audio_id").column(0).to_pylist()
+    cond, what = audio_filter(where)
+    ids = query_store(store_uri, f"select audio_id from audio {cond} order by audio_id", what=what).column(0).to_pylist()
     if not ids:
         raise ParameterError(f"no audio rows match {where!r}" if where else "the audio table is empty")
     clips = audio_rows(store_uri, ids)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 
 from schemas.errors import ModelError, ParameterError, StoreError
+from schemas.filters import where_clause
 from schemas.reading import query
 from schemas.tables import PROMPT_TEMPLATE
 
@@ -23,9 +24,17 @@ RECALL_KS = (1, 5, 10)
 
 
 # -- reading the store -------------------------------------------------------------------------
-def query_store(store_uri: str, sql: str, params: list | None = None) -> pa.Table:
+def query_store(store_uri: str, sql: str, params: list | None = None, what: str = "query failed") -> pa.Table:
     """Run DuckDB SQL where each store table is a view of its latest version."""
-    return query(store_uri, sql, params)
+    return query(store_uri, sql, params, what=what)
+
+
+def audio_filter(where: str | None, option: str = "--audio-where") -> tuple[str, str]:
+    """(`where (<expr>)` or "", what a DuckDB error starts with) for the user's filter over `audio`,
+    checked to be one boolean expression (schemas.filters) before it is put into SQL."""
+    if not where:
+        return "", "query failed"
+    return f"where {where_clause(where, option)}", f"{option} {where!r}"
 
 
 def prompt_labels(store_uri: str, label_set: str) -> list[str]:
@@ -40,21 +49,22 @@ def prompt_labels(store_uri: str, label_set: str) -> list[str]:
     return labels
 
 
-def eval_clips(store_uri: str, where: str | None) -> pa.Table:
+def eval_clips(store_uri: str, where: str | None, option: str = "--audio-where") -> pa.Table:
     """`audio` rows matching `where`, ground truth = first element of `labels`."""
-    cond = f"where {where}" if where else ""
-    clips = query_store(store_uri, f"select audio_id, uri, labels[1] as label from audio {cond} order by audio_id")
+    cond, what = audio_filter(where, option)
+    clips = query_store(store_uri, f"select audio_id, uri, labels[1] as label from audio {cond} order by audio_id",
+                        what=what)
     if clips.num_rows == 0:
         raise ParameterError(f"no audio rows match {where!r}" if where else "the audio table is empty")
     return clips
 
 
-def paired_captions(store_uri: str, where: str | None) -> pa.Table:
+def paired_captions(store_uri: str, where: str | None, option: str = "--audio-where") -> pa.Table:
     """Captions in `texts` with their paired clip, the clip filtered by `where` over `audio`."""
-    cond = f"where {where}" if where else ""
+    cond, what = audio_filter(where, option)
     return query_store(store_uri, f"with a as (select * from audio {cond}) select t.text_id, t.text, a.audio_id, a.uri "
                                   "from texts t join a on t.audio_id = a.audio_id where t.kind = 'caption' "
-                                  "order by a.audio_id, t.text_id")
+                                  "order by a.audio_id, t.text_id", what=what)
 
 
 def resolve_model(store_uri: str | None, model: str) -> str:

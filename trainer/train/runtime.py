@@ -108,7 +108,7 @@ def eval_hook(cfg, student, rt: Runtime):
     from trainer.eval.zero_shot import eval_clips, evaluate_zero_shot, prompt_labels
 
     labels = prompt_labels(cfg.store, cfg.eval_label_set)
-    clips = eval_clips(cfg.store, cfg.eval_where)
+    clips = eval_clips(cfg.store, cfg.eval_where, "--eval-where")
 
     def run(step: int) -> dict:
         res = evaluate_zero_shot(student, clips, labels, cfg.eval_template)
