@@ -25,7 +25,7 @@ from torch import nn
 from schemas.errors import ParameterError, TrainingError
 from schemas.tables import PROMPT_TEMPLATE
 from trainer.data.batches import BatchPlan, make_loader
-from trainer.data.rows import ClipRows, SetSource, open_set
+from trainer.data.rows import ClipRows, SetSource, open_sets
 from trainer.train.checkpoint import load_train_state, read_checkpoint, restore_rng, save_checkpoint
 from trainer.train.losses import DEFAULT_TAU_S, clap_loss, multi_positive_loss, soft_label_loss
 from trainer.train.runtime import Runtime, build_or_load_student, eval_hook, setup_runtime
@@ -219,8 +219,7 @@ def _fit(cfg: FitConfig, rt: Runtime, on_step) -> FitResult:
         raise TrainingError(f"{out} already holds a checkpoint (step {read_checkpoint(out).get('step')}); "
                             f"pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    main = open_set(cfg.store, cfg.set_ref)
-    replay = open_set(cfg.store, cfg.replay_ref) if cfg.replay_ref else None
+    main, replay = open_sets(cfg.store, cfg.set_ref, cfg.replay_ref, cfg.loss)
     state = load_train_state(out) if cfg.resume else None
     if state:
         _check_resume(state["meta"], cfg, main, replay, rt.world)
