@@ -30,7 +30,11 @@ def normalise_relative(relative_path: str) -> str:
 
 
 def audio_id(source: str, relative_path: str) -> str:
-    """`<source>:<16 hex>` from the source name and the clip's normalised relative path."""
+    """`<source>:<16 hex>` from the source name and the clip's normalised relative path, or from
+    its absolute path for a clip kept outside the audio root on request (`/...`, see ingest)."""
+    path = str(relative_path).replace("\\", "/")
+    if path.startswith("/"):
+        return f"{source}:{_digest(source, 'abs:' + posixpath.normpath(path))}"
     return f"{source}:{_digest(source, normalise_relative(relative_path))}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,12 @@ BATCH = 2000
 class IngestReport:
     added: int = 0
     existing: int = 0
+    changed: list[str] = field(default_factory=list)  # uris whose content changed since their last ingest
     failed: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
 
     @property
     def seen(self) -> int:
-        return self.added + self.existing + len(self.failed)
+        return self.added + self.existing + len(self.changed) + len(self.failed)
 
 
 # -- reading one clip -----------------------------------------------------------------------------
@@ -76,7 +78,11 @@ def probe(spec: ClipSpec) -> dict:
     path = spec.path
     if not path.exists():
         raise CuratorError("file not found")
-    size = path.stat().st_size
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "a device or socket"
+        raise CuratorError(f"not a regular file ({kind})")
+    size = st.st_size
     if size == 0:
         raise CuratorError("empty file (0 bytes)")
     frames, sr, channels, fmt = _read_header(path)
@@ -107,6 +113,31 @@ def _probe_safe(spec: ClipSpec):
         return None, f"cannot read file ({exc.strerror or exc})"
 
 
+def _write_rows(store: Store, rows: list[dict], report: IngestReport) -> None:
+    """Insert new clips; a clip already in the store whose content changed (another sha1) gets its
+    row updated and its vectors dropped, so `embed` makes them again from the new content."""
+    changed = []
+    if store.has("audio"):
+        known = store.read("audio", columns=["audio_id", "sha1"])
+        old = dict(zip(known.column("audio_id").to_pylist(), known.column("sha1").to_pylist()))
+        changed = [r for r in rows if r["audio_id"] in old and old[r["audio_id"]] != r["sha1"]]
+    added = store.upsert("audio", pa.Table.from_pylist(rows, schema=AUDIO))
+    report.added += added
+    report.existing += len(rows) - added - len(changed)
+    if changed:
+        store.upsert("audio", pa.Table.from_pylist(changed, schema=AUDIO), update=True)
+        drop_vectors(store, [r["audio_id"] for r in changed])
+        report.changed.extend(r["uri"] for r in changed)
+
+
+def drop_vectors(store: Store, audio_ids: list[str]) -> None:
+    """Delete the vectors of `audio_ids` from every emb_<model>_audio table."""
+    quoted = ", ".join("'" + a.replace("'", "''") + "'" for a in audio_ids)
+    for name in store.names():
+        if name.startswith("emb_") and name.endswith("_audio"):
+            store.open_existing(name).delete(f"audio_id IN ({quoted})")
+
+
 def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int | None = None,
                  on_progress: Callable[[int], None] | None = None) -> IngestReport:
     """Probe clips on a thread pool (hashing is I/O bound) and upsert them in batches."""
@@ -130,9 +161,7 @@ def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int | None = 
                     row["ingested_at"] = stamp
                     rows.append(row)
             if rows:
-                added = store.upsert("audio", pa.Table.from_pylist(rows, schema=AUDIO))
-                report.added += added
-                report.existing += len(rows) - added
+                _write_rows(store, rows, report)
             store.record_errors(errors)
             if on_progress:
                 on_progress(len(chunk))

@@ -12,7 +12,7 @@ from curator.ingest.sources import read_csv
 from curator.store.store import Store, now
 from schemas.errors import CuratorError, SchemaError
 from schemas.ids import text_id
-from schemas.tables import PROMPT_TEMPLATE, TEXTS
+from schemas.tables import PROMPT_TEMPLATE, TEXTS, check_template
 
 FILE_COLUMNS = ("file_name", "filename", "audio_id", "youtube_id", "fname", "file")
 
@@ -101,13 +101,17 @@ def read_labels_file(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CuratorError(f"{path}: labels file not found")
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{path}: labels file is not UTF-8 text (undecodable byte {exc.object[exc.start]:#04x}); "
+                          "save it as UTF-8") from None
+    labels = [line.strip() for line in text.splitlines()]
     return [label for label in labels if label and not label.startswith("#")]
 
 
 def ingest_labels(store: Store, label_set: str, labels: list[str], template: str = PROMPT_TEMPLATE) -> TextReport:
-    if "{label}" not in template:
-        raise CuratorError(f"template {template!r} must contain {{label}}")
+    check_template(template)
     labels = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
     if not labels:
         raise CuratorError(f"label set {label_set!r}: no labels given")

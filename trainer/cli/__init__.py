@@ -9,7 +9,8 @@ import sys
 import click
 
 from schemas.errors import CuratorError, ParameterError
-from schemas.tables import PROMPT_TEMPLATE
+from schemas.filters import where_clause
+from schemas.tables import PROMPT_TEMPLATE, check_template
 from trainer.cli.scene import classifier_eval_options, hybrid_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -117,6 +118,9 @@ def fit(ctx: click.Context, as_json: bool, **params) -> None:
     from trainer.train.loop import fit as run_fit
 
     hybrid = pop_hybrid(params)
+    check_template(params["eval_template"], "--eval-template")
+    if params["eval_where"]:
+        where_clause(params["eval_where"], "--eval-where")
     if params["loss"] == "hybrid":
         if not params["set_ref"]:
             raise ParameterError("--set is required (name, name@VERSION or name@TAG)")

@@ -18,7 +18,7 @@ import torch
 from schemas.errors import ModelError, ParameterError, StoreError
 from schemas.filters import where_clause
 from schemas.reading import query
-from schemas.tables import PROMPT_TEMPLATE
+from schemas.tables import PROMPT_TEMPLATE, check_template
 
 RECALL_KS = (1, 5, 10)
 
@@ -158,8 +158,7 @@ def evaluate_zero_shot(student, clips, labels: list[str], template: str = PROMPT
     labels = list(dict.fromkeys(labels))
     if len(labels) < 2:
         raise ParameterError(f"zero-shot needs at least 2 classes, got {len(labels)}")
-    if "{label}" not in template:
-        raise ParameterError(f"template {template!r} has no {{label}} placeholder")
+    check_template(template)
     table = _as_clip_table(clips)
     truth_all = table.column("label").to_pylist() if "label" in table.column_names else [None] * table.num_rows
     index = {lab: i for i, lab in enumerate(labels)}

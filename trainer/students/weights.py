@@ -47,7 +47,11 @@ def refuse_custom_code(folder: str | Path) -> None:
 
 
 def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message. torch's refusal to unpickle code ends with advice to
+    pass `weights_only=False` (which would run the pickle): that advice is never passed on."""
     text = str(exc).strip()
+    if "weights_only" in text or "Unsupported global" in text:
+        return "a pickle that holds more than plain tensors; refused (it could run code when loaded)"
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
