@@ -8,7 +8,7 @@ import sys
 import click
 
 from curator.store.store import Store
-from schemas.errors import CuratorError
+from schemas.errors import CuratorError, os_error_line
 
 
 class StoreContext:
@@ -57,9 +57,16 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # one line, not click's usage block
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except OSError as exc:
+        click.echo(f"error: {os_error_line(exc)}", err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

@@ -60,7 +60,7 @@ def ingest_audio_cmd(ctx, src, source, split, labels_from_dirs, preset, audio_ro
         report = ingest_audio(store, specs, workers=workers, on_progress=bar.update)
     for uri, reason in report.failed:
         click.echo(f"error: {uri}: {reason}", err=True)
-    where = store.table_ref("audio") if store.has("audio") else "nothing written"
+    where = store.table_ref("audio") if store.has("audio") else "no audio table yet"
     changed = f", {len(report.changed)} changed since last ingest" if report.changed else ""
     click.echo(f"audio: {report.added} added, {report.existing} already in store{changed}, {len(report.failed)} failed "
                f"(source {source!r}, {where})")

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from curator.embed.batch import audio_batch, decode, text_batch
-from curator.embed.pending import pending_items
+from curator.embed.pending import check_unchanged, pending_items
 from curator.embed.writer import FLUSH_ROWS, BufferedWriter, ensure_table
 from curator.models.registry import ModelRecord, get_model
 from curator.models.teachers import load_teacher
@@ -119,6 +119,8 @@ def embed(store: Store, model: str, modality: str, where: str | None = None, bat
     summary = EmbedSummary(record.model_id, modality, record.table(modality), shard, selected, already)
     if not items:
         return summary
+    if modality == "audio":
+        check_unchanged(store, items)
     teacher = load_teacher(record, device, amp=amp)
     bar = progress_factory(len(items), f"{record.model_id} {modality}") if progress_factory else None
     try:

@@ -7,9 +7,11 @@ reason and the rest carries on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +69,12 @@ def _read_header(path: Path, probe_frames: int = 256):
                 fh.seek(frames - probe_frames)
                 tail = fh.read(probe_frames, dtype="int16")
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise CuratorError(f"not a readable audio file ({str(exc).splitlines()[-1].strip()})") from None
+        reason = str(exc).splitlines()[-1].strip()
+        if "possibly a pipe" in reason or "not a regular file" in reason:
+            # libsndfile's message when no decoder recognises the bytes; the file was checked to be
+            # a regular file above, so say what it means here.
+            reason = "format not recognised or data corrupt"
+        raise CuratorError(f"not a readable audio file ({reason})") from None
     if len(head) == 0 or len(tail) == 0:
         raise CuratorError("corrupt audio data (the header promises samples the file does not hold)")
     return frames, sr, channels, fmt
@@ -102,6 +109,26 @@ def probe(spec: ClipSpec) -> dict:
         "sha1": sha1_of(path),
         "size_bytes": size,
     }
+
+
+@contextlib.contextmanager
+def quiet_decoders():
+    """Silence what C decoders (libmpg123 inside libsndfile) print straight to the process's stderr
+    while headers are probed: a corrupt file's reason goes to `errors`, not three lines of noise."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            sys.stderr.flush()
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _probe_safe(spec: ClipSpec):
@@ -151,7 +178,9 @@ def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int | None = 
         for start in range(0, len(specs), BATCH):
             chunk = specs[start:start + BATCH]
             rows, errors = [], []
-            for spec, (row, reason) in zip(chunk, pool.map(_probe_safe, chunk)):
+            with quiet_decoders():
+                probed = list(pool.map(_probe_safe, chunk))
+            for spec, (row, reason) in zip(chunk, probed):
                 if row is None:
                     uri = str(spec.path)
                     report.failed.append((uri, reason))
