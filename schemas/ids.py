@@ -30,12 +30,17 @@ def normalise_relative(relative_path: str) -> str:
 
 
 def audio_id(source: str, relative_path: str) -> str:
-    """`<source>:<16 hex>` from the source name and the clip's normalised relative path, or from
-    its absolute path for a clip kept outside the audio root on request (`/...`, see ingest)."""
-    path = str(relative_path).replace("\\", "/")
-    if path.startswith("/"):
-        return f"{source}:{_digest(source, 'abs:' + posixpath.normpath(path))}"
+    """`<source>:<16 hex>` from the source name and the clip's normalised relative path."""
     return f"{source}:{_digest(source, normalise_relative(relative_path))}"
+
+
+def absolute_audio_id(source: str, absolute_path: str) -> str:
+    """The id of a clip kept outside its audio root on request: from its absolute path (which can
+    never equal a relative one, so it cannot merge with a clip inside the root)."""
+    path = posixpath.normpath(str(absolute_path).replace("\\", "/"))
+    if not path.startswith("/"):
+        raise SchemaError(f"{absolute_path!r} is not an absolute path")
+    return f"{source}:{_digest(source, 'abs:' + path)}"
 
 
 def text_id(source: str, text: str, audio_id: str | None = None, kind: str = "caption") -> str:

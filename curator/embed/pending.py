@@ -19,7 +19,7 @@ from curator.models.registry import ModelRecord
 from curator.store.sql import ids_where
 from curator.store.store import Store
 from curator.store.vectors import ID_COLUMN
-from schemas.errors import AudioError, ParameterError, StoreError
+from schemas.errors import ParameterError, StoreError
 
 SOURCE = {"audio": ("audio", "uri"), "text": ("texts", "text")}  # modality -> (table, payload column)
 
@@ -55,15 +55,15 @@ def done_ids(store: Store, record: ModelRecord, modality: str) -> pa.Array:
     return store.read(name, columns=[ID_COLUMN[modality]]).column(0).combine_chunks()
 
 
-def check_unchanged(store: Store, items: list[tuple[str, str]]) -> int:
+def changed_since_ingest(store: Store, items: list[tuple[str, str]]) -> list[dict]:
     """Before clips are embedded: a file whose size differs from its ingest, or that was modified
-    after it, is re-hashed; content that is not what was ingested (another sha1) is an AudioError
-    naming the file, since its vector would be filed under the old clip. Returns files re-hashed."""
+    after it, is re-hashed; content that is not what was ingested (another sha1) must not be
+    embedded under the old clip's id. Returns those as failure rows (item_id, uri, message)."""
     if not items:
-        return 0
+        return []
     meta = store.read("audio", columns=["audio_id", "sha1", "size_bytes", "ingested_at"])
     known = {r["audio_id"]: r for r in meta.to_pylist()}
-    rehashed = 0
+    changed = []
     for item_id, uri in items:
         row = known.get(item_id)
         if not row or not row["sha1"]:
@@ -75,11 +75,15 @@ def check_unchanged(store: Store, items: list[tuple[str, str]]) -> int:
         stamp = row["ingested_at"]
         if st.st_size == row["size_bytes"] and (stamp is None or st.st_mtime <= stamp.timestamp()):
             continue
-        rehashed += 1
-        if sha1_of(Path(uri)) != row["sha1"]:
-            raise AudioError(f"{uri}: changed since it was ingested (sha1 differs from {row['sha1'][:12]}); "
-                             "re-ingest it (`curator ingest audio ...`) to record the new content, then embed")
-    return rehashed
+        try:
+            same = sha1_of(Path(uri)) == row["sha1"]
+        except OSError:
+            continue
+        if not same:
+            changed.append({"item_id": item_id, "uri": uri,
+                            "message": f"{uri}: changed since it was ingested (sha1 differs from {row['sha1'][:12]}); "
+                                       "re-ingest it to record the new content, then embed"})
+    return changed
 
 
 def pending_items(store: Store, record: ModelRecord, modality: str, where: str | None = None,

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from schemas.errors import CuratorError, SchemaError
+from schemas.ids import absolute_audio_id
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".aiff", ".aif"}
 
@@ -234,6 +235,7 @@ def read_manifest(csv_path: str | os.PathLike, source: str, split: str | None = 
             fold=int(fold) if fold.isdigit() else None,
             city=((row.get(columns.city) or "").strip() or None) if columns.city else None,
             recorded_at=parse_time(row.get(columns.time, ""), where) if columns.time else None,
-            audio_id=(row.get(columns.audio_id) or None) if columns.audio_id else None,
+            audio_id=((row.get(columns.audio_id) or None) if columns.audio_id
+                      else absolute_audio_id(source, rel) if rel.startswith("/") else None),
         ))
     return _refuse_conflicts(specs, lines, csv_path)
