@@ -231,19 +231,19 @@ def test_dot_folders_and_outside_root_and_duplicate_rows(cli, store_uri, tmp_pat
     tone(root / "b.wav")
     manifest = tmp_path / "m.csv"
     manifest.write_text("filename,category\n../a.wav,dog\nb.wav,cat\n")
-    before = versions(store_uri)
-    refused_in_process(cli.curator("ingest", "audio", manifest, "--audio-root", root, "--path-column", "{filename}",
-                                   "--label-column", "category"), "m.csv:2", "outside the audio root")
-    assert versions(store_uri) == before
-    r = cli.curator("ingest", "audio", manifest, "--audio-root", root, "--path-column", "{filename}",
-                    "--label-column", "category", "--allow-outside-root")
-    assert r.code == 0 and "2 added" in r.output, r.output
     dup = tmp_path / "dup.csv"
     dup.write_text("filename,category\nb.wav,cat\nother.wav,dog\nb.wav,dog\n")
-    before = versions(store_uri)
-    refused_in_process(cli.curator("ingest", "audio", dup, "--audio-root", root, "--path-column", "{filename}",
-                                   "--label-column", "category"), "rows 2 and 4", "b.wav")
-    assert versions(store_uri) == before
+
+    def ingest(csv, *more):
+        return cli.curator("ingest", "audio", csv, "--audio-root", root, "--path-column", "{filename}",
+                           "--label-column", "category", *more)
+
+    for csv, needles in ((manifest, ("m.csv:2", "outside the audio root")), (dup, ("rows 2 and 4", "b.wav"))):
+        before = versions(store_uri)
+        refused_in_process(ingest(csv), *needles)
+        assert versions(store_uri) == before
+    r = ingest(manifest, "--allow-outside-root")
+    assert r.code == 0 and "2 added" in r.output, r.output
 
 
 def test_captions_link_by_relative_path(cli, store_uri, tmp_path, tone):
