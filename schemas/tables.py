@@ -57,6 +57,21 @@ TEXTS = pa.schema(
 # labelled sets all phrase a class this way unless told otherwise (DESIGN 6.4 and 6.6).
 PROMPT_TEMPLATE = "this is a sound of {label}"
 
+
+def check_template(template: str, option: str = "--template") -> str:
+    """A prompt template names `{label}` and no other field (`{0}`, `{x}`, a lone brace are refused)."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise SchemaError(f"{option} {template!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    other = ["{" + f + "}" for f in fields if f != "label"]
+    if other or "label" not in fields:
+        found = f" (found {other[0]})" if other else ""
+        raise SchemaError(f"{option} {template!r} must contain {{label}} and no other field{found}")
+    return template
+
 MODELS = pa.schema(
     [
         pa.field("model_id", pa.string(), nullable=False),

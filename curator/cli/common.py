@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from curator.store.store import Store
-from schemas.errors import CuratorError
+from schemas.errors import CuratorError, os_error_line
 
 
 class StoreContext:
@@ -86,9 +87,16 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # one line, not click's usage block
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except OSError as exc:
+        click.echo(f"error: {os_error_line(exc)}", err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -97,19 +105,48 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
         return 130
 
 
+def check_out_path(out: str | None) -> None:
+    """Refuse an --out whose folder does not exist (or is not a folder) before any work is done."""
+    if not out:
+        return
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise CuratorError(f"--out {out}: folder {folder} does not exist")
+    if os.path.isdir(out):
+        raise CuratorError(f"--out {out}: is a folder; give a file path")
+
+
+def _flat_for_csv(df):
+    """CSV has no nested values: list / struct columns are written as JSON text."""
+    import json
+
+    import polars as pl
+
+    nested = [name for name, dtype in df.schema.items() if dtype.is_nested()]
+    if not nested:
+        return df
+    return df.with_columns([
+        pl.Series(name, [None if v is None else json.dumps(v, default=str) for v in df.get_column(name).to_list()],
+                  dtype=pl.String) for name in nested])
+
+
 def echo_table(table, fmt: str = "table", out: str | None = None) -> None:
     """Print or write an Arrow table as table / csv / json / parquet."""
     import polars as pl
 
+    check_out_path(out)
     df = pl.from_arrow(table)
     if fmt == "parquet":
         if not out:
             raise CuratorError("--format parquet needs --out PATH")
-        df.write_parquet(out)
+        try:
+            df.write_parquet(out)
+        except OSError as exc:
+            raise CuratorError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         return
     if fmt == "csv":
         # polars ends every row with a newline and echo adds one: no blank last line for `| tail -n 1`
-        text = df.write_csv().rstrip("\n")
+        text = _flat_for_csv(df).write_csv().rstrip("\n")
     elif fmt == "json":
         text = df.write_json()
     else:
@@ -117,8 +154,11 @@ def echo_table(table, fmt: str = "table", out: str | None = None) -> None:
                        tbl_formatting="ASCII_MARKDOWN", tbl_hide_column_data_types=True):
             text = str(df)
     if out:
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        try:
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError as exc:
+            raise CuratorError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     else:
         click.echo(text)
 

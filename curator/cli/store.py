@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curator.cli.common import echo_table, format_option, pass_store
+from curator.cli.common import check_out_path, echo_table, format_option, pass_store
 from curator.store.sql import parse_at, query
 
 
@@ -19,12 +19,20 @@ from curator.store.sql import parse_at, query
 def query_cmd(ctx, sql, fmt, out, at_specs):
     """Run DuckDB SQL over the store: every table is a view of the same name.
 
+    One read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); COPY, ATTACH,
+    INSTALL, LOAD, SET, PRAGMA and statements that change tables are refused. A SELECT may read
+    a CSV or Parquet file of your own (`from 'my.csv'`); --out is the only way to write a file.
+
     \b
     Examples:
       curator query "select source, count(*) n from audio group by 1"
       curator query --at audio@1 "select count(*) from audio"
       curator query "select * from candidates where score > 0.5" --format parquet --out pairs.parquet
     """
+    from schemas.filters import read_only_statement
+
+    read_only_statement(sql)
+    check_out_path(out)
     store = ctx.store(create=False)
     echo_table(query(store, sql, parse_at(at_specs)), fmt, out)
 

@@ -12,8 +12,9 @@ import sys
 
 import click
 
-from schemas.errors import CuratorError, ParameterError
-from schemas.tables import PROMPT_TEMPLATE
+from schemas.errors import CuratorError, ParameterError, os_error_line
+from schemas.filters import where_clause
+from schemas.tables import PROMPT_TEMPLATE, check_template
 from trainer.cli.report import print_eval, print_fit
 from trainer.cli.scene import classifier_eval_options, hybrid_options
 
@@ -106,6 +107,9 @@ def fit(ctx: click.Context, as_json: bool, **params) -> None:
     from trainer.train.loop import fit as run_fit
     from trainer.train.resume import resume_options
 
+    check_template(params["eval_template"], "--eval-template")
+    if params["eval_where"]:
+        where_clause(params["eval_where"], "--eval-where")
     params["student_config"] = _json_option(params["student_config"], "--student-config")
     if params["resume"]:
         given = {name for name in params
@@ -195,9 +199,16 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # one line, not click's usage block
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except OSError as exc:
+        click.echo(f"error: {os_error_line(exc)}", err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

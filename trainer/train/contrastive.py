@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from trainer.data.batches import BatchPlan
-from trainer.data.rows import SetSource, open_set
+from trainer.data.rows import SetSource, open_sets
 from trainer.eval.zero_shot import zero_shot_hook
 from trainer.train.losses import clap_loss, multi_positive_loss, soft_label_loss
 from trainer.train.objective import Objective, all_min
@@ -40,8 +40,7 @@ class ContrastiveObjective(Objective):
 
     def open(self) -> None:
         cfg = self.cfg
-        main = open_set(cfg.store, cfg.set_ref)
-        replay = open_set(cfg.store, cfg.replay_ref) if cfg.replay_ref else None
+        main, replay = open_sets(cfg.store, cfg.set_ref, cfg.replay_ref, cfg.loss)
         self.sources = {"set": main, "replay": replay}
         self.tables = [main.table] + ([replay.table] if replay else [])
         self.label_ids = label_ids([s for s in (main, replay) if s])
