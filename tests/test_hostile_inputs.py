@@ -106,7 +106,7 @@ def test_models_add_refuses_custom_code(poisoned, tmp_path, kind):
 
 
 def test_trainer_init_eval_and_text_model_refuse_custom_code(poisoned, tmp_path, tone):
-    from curator.models.fingerprint import folder_sha256
+    from schemas.fingerprint import folder_sha256
 
     store = str(tmp_path / "store")
     write_set(store, "s", make_clips(tmp_path / "clips", tone, per_class=1))
@@ -289,6 +289,24 @@ def test_soft_loss_refuses_a_replay_set_of_another_teacher(cli, store_uri, tmp_p
                     "--out", tmp_path / "run")
     refused_in_process(r, "--replay other@", "two teachers")
     assert versions(store_uri) == before
+
+
+def test_soft_loss_refuses_an_init_that_is_not_the_sets_teacher(cli, store_uri, tmp_path, tone):
+    from tiny_models import make_tiny_clap
+
+    from schemas.fingerprint import folder_sha256
+
+    teacher = make_tiny_clap(tmp_path / "teacher")
+    other = make_tiny_clap(tmp_path / "other", seed=1)
+    rows = make_clips(tmp_path / "clips", tone, per_class=2, seconds=0.5)[:8]
+    write_set(store_uri, "ads", rows, dim=32, model_sha256=folder_sha256(teacher))
+    before = versions(store_uri)
+    r = cli.trainer("fit", "--set", "ads", "--loss", "soft", "--init", other, "--out", tmp_path / "run")
+    refused_in_process(r, f"--init {other}", "not the teacher", "ads@")
+    assert versions(store_uri) == before
+    r = cli.trainer("fit", "--set", "ads", "--loss", "soft", "--init", teacher, "--batch-size", "4", "--epochs", "1",
+                    "--out", tmp_path / "ok")
+    assert r.code == 0, r.output
 
 
 def test_corrupt_train_state_on_resume(cli, store_uri, tmp_path, tone):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from tiny_models import PROJECTION_DIM, make_tiny_clap, minilm_path
 
-from curator.models.fingerprint import folder_sha256
 from curator.models.registry import add_model, get_model, list_models
 from curator.models.teachers import load_teacher
 from schemas.errors import ModelError
+from schemas.fingerprint import folder_sha256
 
 TEXTS = ["a dog barks twice", "rain on a tin roof", "this is a sound of siren"]
 

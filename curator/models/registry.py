@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curator.models.fingerprint import folder_sha256
 from curator.store.store import Store, now
 from curator.store.vectors import embedding_table
 from schemas.errors import ModelError
+from schemas.fingerprint import folder_sha256
 from schemas.ids import model_slug
 from schemas.tables import MODELS
 

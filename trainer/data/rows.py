@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from schemas.errors import AudioError, MixedModelsError, RefError
+from schemas.fingerprint import folder_sha256
 from schemas.refs import parse_ref
 from schemas.sets import ResolvedSet, read_set
 from trainer.data.audio import fit_window, load_audio
@@ -70,6 +71,20 @@ def open_sets(store_uri: str, ref: str, replay_ref: str | None, loss: str) -> tu
                 f"({d_replay}-d), the set {main.resolved.ref}'s from {main.resolved.model_id!r} ({d_main}-d); "
                 f"--loss {loss} cannot mix two teachers (use a replay set built by the same teacher, or --loss clap)")
     return main, replay
+
+
+def check_init_teacher(main: SetSource, init_folder: str, loss: str) -> None:
+    """A loss that reads teacher vectors trains a student to match that teacher's similarities, so
+    the student must start from that teacher (DESIGN 6.2): refuse an `--init` whose files are not
+    the model the set was built by. Sets built without a model (no teacher vectors) pass."""
+    expected = main.resolved.model_sha256
+    if loss not in TEACHER_LOSSES or not expected:
+        return
+    if folder_sha256(init_folder) != expected:
+        raise MixedModelsError(
+            f"--init {init_folder}: not the teacher whose vectors set {main.resolved.ref} carries "
+            f"(model {main.resolved.model_id!r}, sha256 {expected[:12]}); --loss {loss} starts a student from its "
+            f"teacher: pass that model's folder (or its registered name) to --init, or use --loss clap")
 
 
 def _vectors(table: pa.Table, name: str) -> tuple[np.ndarray | None, np.ndarray]:

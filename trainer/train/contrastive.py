@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from trainer.data.batches import BatchPlan
-from trainer.data.rows import SetSource, open_sets
+from trainer.data.rows import SetSource, check_init_teacher, open_sets
 from trainer.eval.zero_shot import zero_shot_hook
+from trainer.students.named import resolve_model
 from trainer.train.losses import clap_loss, multi_positive_loss, soft_label_loss
 from trainer.train.objective import Objective, all_min
 from trainer.train.runtime import build_or_load_student
@@ -51,6 +52,8 @@ class ContrastiveObjective(Objective):
                          self.cfg.replay_ratio if replay else 0.0, self.cfg.seed)
 
     def build(self, resume_dir) -> None:
+        if resume_dir is None and self.cfg.init:
+            check_init_teacher(self.sources["set"], resolve_model(self.cfg.store, self.cfg.init, "--init"), self.cfg.loss)
         self.student, self.student_kind = build_or_load_student(self.cfg, resume_dir)
         self.module = self.student
 
