@@ -33,6 +33,8 @@ class ResolvedSet:
     params: dict
     inputs: tuple[str, ...]
     table_version: int | None = None  # the Lance version of set_<name> holding the rows
+    model_id: str | None = None  # the teacher whose vectors the rows carry
+    model_sha256: str | None = None
 
     @property
     def ref(self) -> str:
@@ -102,6 +104,8 @@ def resolve_set(uri: str, ref: str | Ref) -> ResolvedSet:
         params=json.loads(row["params"] or "{}"),
         inputs=tuple(row["inputs"] or ()),
         table_version=_table_version(row),
+        model_id=row.get("model_id"),
+        model_sha256=row.get("model_sha256"),
     )
 
 

@@ -136,7 +136,10 @@ class Store:
         if not path.exists() or not any(not p.name.startswith(".") for p in path.iterdir()):
             if not create:
                 raise StoreError(f"store {uri}: no such store (run an ingest first, or pass --store)")
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"store {uri}: cannot create it ({exc.strerror or exc})") from None
             if read_marker(uri) is None:
                 write_marker(uri)
         marker = read_marker(uri)
@@ -149,6 +152,17 @@ class Store:
         if create and marker is not None:
             store.create_fixed_tables()
         return store
+
+    def check_writable(self, name: str | None = None) -> None:
+        """Refuse a write up front when the store (or table `name`) is read-only here, instead of
+        failing halfway inside Lance."""
+        if not reading.is_local(self.uri):
+            return
+        root = reading.local_path(self.uri)
+        folders = [root] + ([reading.local_path(reading.table_uri(self.uri, name))] if name else [])
+        for folder in folders:
+            if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+                raise StoreError(f"store {self.uri} is read-only here ({folder} is not writable); nothing written")
 
     @property
     def _db(self):
@@ -176,6 +190,8 @@ class Store:
         """Remove table folders with no committed version (nothing in them was ever readable);
         a folder whose lock is held is being created right now and is left alone."""
         notes = []
+        if not os.access(reading.local_path(self.uri), os.W_OK):
+            return []  # a read-only store: readers skip such folders anyway
         for name in half_made_tables(self.uri):
             with self.lock(name, blocking=False) as held:
                 if held and name in half_made_tables(self.uri):
@@ -194,6 +210,7 @@ class Store:
 
     def create_table(self, name: str, schema: pa.Schema) -> None:
         """Create `name` empty from `schema` in one commit, under its lock; an existing table is kept."""
+        self.check_writable(name)
         with self.lock(name):
             if self.has(name):
                 return
@@ -247,6 +264,7 @@ class Store:
         data = conform(data, schema, name)
         if data.num_rows == 0:
             return 0
+        self.check_writable(name)
         with self.lock(name):
             _commit(lambda: self.table(name, schema).add(data))
         crash_point("rows written")
@@ -268,6 +286,7 @@ class Store:
         if data.num_rows == 0:
             return 0
         data = _dedupe(data, key)
+        self.check_writable(name)
         with self.lock(name):
             table = self.table(name, schema)
             existing = set(_key_tuples(self.read(name, columns=list(key)), key))
@@ -285,6 +304,7 @@ class Store:
     def overwrite(self, name: str, data: pa.Table, schema: pa.Schema) -> int:
         """Replace a table's contents in one write (one new version). Used for set versions."""
         data = conform(data, schema, name)
+        self.check_writable(name)
         with self.lock(name):
             table = self.table(name, schema)
             crash_point("writing rows")
@@ -293,6 +313,7 @@ class Store:
 
     def delete(self, name: str, where: str) -> None:
         """Delete the rows matching a Lance SQL predicate (one new version), under the table's lock."""
+        self.check_writable(name)
         with self.lock(name):
             if self.has(name):
                 _commit(lambda: self._db.open_table(name).delete(where))
@@ -316,6 +337,7 @@ class Store:
         return reading.versions(self.uri, name)
 
     def tag(self, name: str, version: int, tag: str) -> None:
+        self.check_writable(name)
         with self.lock(name):
             table = self.open_existing(name)
             known = {int(v["version"]) for v in table.list_versions()}
@@ -328,6 +350,7 @@ class Store:
 
     def restore(self, name: str, version: int) -> None:
         """Make `version` the latest again (a new version with its contents)."""
+        self.check_writable(name)
         with self.lock(name):
             self.open_existing(name).restore(version)
 

