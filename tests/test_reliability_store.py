@@ -125,10 +125,13 @@ BUILD = ("build", "du", "--model", "teach", "--name", "du", "--threshold", "0.5"
 
 @pytest.mark.parametrize("point", ["creating table", "table created", "version committed", "catalog written"])
 def test_build_killed_at_each_crash_point_keeps_its_number_and_hash(tmp_path, point):
+    import shutil
+
     uri = _world_store(tmp_path)
-    reference = curator(_world_store(tmp_path / "ref"), *BUILD)
+    shutil.copytree(uri, tmp_path / "ref")  # the same store, built without a crash
+    reference = curator(str(tmp_path / "ref"), *BUILD)
     assert reference.returncode == 0, reference.stderr
-    ref_rows, ref = read_set(str(tmp_path / "ref" / "store"), "du")
+    _, ref = read_set(str(tmp_path / "ref"), "du")
     r = curator(uri, *BUILD, crash=point)
     assert r.returncode == EXIT_CODE, (point, r.stderr)
     again = curator(uri, *BUILD)
@@ -179,7 +182,7 @@ def test_a_full_disk_ends_with_one_line_and_the_rerun_completes(tmp_path, point)
 
 def test_a_full_disk_during_a_build_rolls_back_and_the_rerun_completes(tmp_path):
     uri = _world_store(tmp_path)
-    r = curator(uri, *BUILD, crash="rows written:ENOSPC", skip=1)  # the set's rows commit; the catalog's fails
+    r = curator(uri, *BUILD, crash="writing rows:ENOSPC", skip=1)  # the set's rows commit; the catalog's fails
     assert r.returncode == 28 and r.stderr.count("\n") == 1, r.stderr
     assert "set 'du': catalog write failed, set table rolled back" in r.stderr
     again = curator(uri, *BUILD)

@@ -266,7 +266,9 @@ class Store:
             return 0
         self.check_writable(name)
         with self.lock(name):
-            _commit(lambda: self.table(name, schema).add(data))
+            table = self.table(name, schema)
+            crash_point("writing rows")
+            _commit(lambda: table.add(data))
         crash_point("rows written")
         return data.num_rows
 
