@@ -2,7 +2,7 @@
 same command. Checked every time: the store opens, the rerun completes, no row is lost or duplicated,
 the set keeps its version number and content hash, the fit ends with the uninterrupted weights.
 
-A few kills per stage by default (about a minute here). `CURATOR_CAMPAIGN_KILLS=N` runs N per stage
+Two kills per stage by default (a few minutes on the 2-core machine: marked slow, still run by default). `CURATOR_CAMPAIGN_KILLS=N` runs N per stage
 and `CURATOR_CAMPAIGN_OUT=file.json` writes what happened (docs/RELIABILITY.md quotes such a run).
 """
 
@@ -29,6 +29,7 @@ from schemas import reading
 from schemas.sets import read_set
 from trainer.train.checkpoint import read_checkpoint
 
+pytestmark = pytest.mark.slow
 KILLS = int(os.environ.get("CURATOR_CAMPAIGN_KILLS", "2"))
 N_CLIPS = 120
 
@@ -84,6 +85,7 @@ def test_kill_9_during_ingest(campaign):
         uri = str(root / f"ingest{k}")
         outcome = _kill_at_random(CURATOR, ["--store", uri, *args], took, rng)
         outcome["store_opens"] = not Path(uri).exists() or _store_opens(uri)
+        outcome["rows_at_kill"] = len(ids(uri, "audio", "audio_id"))
         r = curator(uri, *args)
         got = ids(uri, "audio", "audio_id")
         outcome |= {"rerun_ok": r.returncode == 0, "rows": len(got), "unique": len(set(got))}
@@ -109,6 +111,7 @@ def test_kill_9_during_embed(campaign, tmp_path_factory):
         else:
             outcome = _kill_at_random(CURATOR, args, took, rng)
         outcome["store_opens"] = _store_opens(uri)
+        outcome["rows_at_kill"] = len(ids(uri, "emb_tiny_audio", "audio_id"))
         r = run(CURATOR, *args, env=env_with())
         got = ids(uri, "emb_tiny_audio", "audio_id")
         outcome |= {"rerun_ok": r.returncode == 0, "rows": len(got), "unique": len(set(got))}
@@ -131,6 +134,7 @@ def test_kill_9_during_build(campaign):
         build_world(Store.open(uri))
         outcome = _kill_at_random(CURATOR, ["--store", uri, *build], took, rng)
         outcome["store_opens"] = _store_opens(uri)
+        outcome["catalog_rows_at_kill"] = reading.read_table(uri, "sets").num_rows
         r = curator(uri, *build)
         _, got = read_set(uri, "du")
         catalog = reading.read_table(uri, "sets").num_rows
