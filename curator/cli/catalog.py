@@ -6,6 +6,7 @@ import click
 
 from curator.cli.common import echo_table, pass_store
 from curator.curate.catalog import EXPORT_FORMATS, diff_sets, export_set, format_lineage, list_sets, show_set, tag_set
+from curator.curate.counts import format_counts, label_counts
 
 DIFF_COLUMNS = ["audio_id", "text_id", "text", "score", "label"]
 
@@ -44,14 +45,19 @@ def list_cmd(ctx, fmt):
 @click.argument("ref")
 @pass_store
 def show_cmd(ctx, ref):
-    """Show a set version's lineage: params, inputs, model, and parent sets back to round 0.
+    """Show a set version's lineage (params, inputs, model, parent sets back to round 0) and, for a
+    set with labels, its per-class counts.
 
     \b
     Example:
       curator sets show pl_r2@latest-good
       curator sets show ads_esc@3
     """
-    click.echo("\n".join(format_lineage(show_set(ctx.store(create=False), ref))))
+    store = ctx.store(create=False)
+    click.echo("\n".join(format_lineage(show_set(store, ref))))
+    counts = label_counts(store, ref)
+    if counts:
+        click.echo(f"per-class counts (label): {format_counts(counts)}")
 
 
 @sets.command("diff")
