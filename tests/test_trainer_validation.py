@@ -101,7 +101,7 @@ def test_early_stopping_stops_where_the_recorded_curve_says(stopped_run):
     assert val["best_step"] == steps[best] == val["kept_step"]
     assert val["curve"] == [{"step": r["step"], "val_loss": r["val_loss"]} for r in curve]
     assert val["data"]["source"] == "fraction" and val["data"]["rows"] == 8 and val["data"]["clips"] == 8
-    assert not (out / "validation_best.safetensors").exists()
+    assert not (out / "validation_best").exists()
     # training lines stop at the stop step too
     assert max(r["step"] for r in lines if "loss" in r) == meta["step"]
 
@@ -127,3 +127,33 @@ def test_the_saved_weights_are_the_best_validations(stopped_run):
     finally:
         rt.close()
     assert loss == pytest.approx(meta["metrics"]["validation"]["best_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_resume_continues_validation_and_ends_on_the_same_best_weights(tmp_path, tone, store_uri, cli):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    root = Path(__file__).resolve().parents[1]
+    clips = make_clips(tmp_path / "wav", tone, per_class=2)  # 16 clips: 4 held out, 12 train
+    write_set(store_uri, "pairs", clips)
+    common = ["fit", "--set", "pairs", "--student-config", json.dumps(TINY_STUDENT), "--batch-size", "4",
+              "--lr", "3e-3", "--epochs", "3", "--seed", "5", "--val-fraction", "0.25", "--val-every", "1",
+              "--patience", "3", "--log-every", "1"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert cli.trainer(*common, "--out", full).code == 0
+    r = cli.trainer(*common, "--out", killed, "--checkpoint-every", "2", "--stop-after", "3")
+    assert r.code == 0, r.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "trainer", "--store", store_uri, "fit", "--resume", "--out",
+                           str(killed)], capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    va, vb = (read_checkpoint(d)["metrics"]["validation"] for d in (full, killed))
+    assert [p["step"] for p in va["curve"]] == [p["step"] for p in vb["curve"]]
+    assert max(abs(p["val_loss"] - q["val_loss"]) for p, q in zip(va["curve"], vb["curve"])) < 1e-5
+    assert (va["best_step"], va["stopped_at"], va["kept_step"]) == (vb["best_step"], vb["stopped_at"], vb["kept_step"])
+    wa, wb = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert max(float(np.abs(wa[k] - wb[k]).max()) for k in wa) < 1e-5

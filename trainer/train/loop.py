@@ -33,7 +33,7 @@ from trainer.train.objective import Objective, all_min
 from trainer.train.optim import build_optimizer
 from trainer.train.resume import check_resume
 from trainer.train.runtime import Runtime, setup_runtime
-from trainer.train.validation import BEST_WEIGHTS, EarlyStopping, best_state, load_best, save_best, setup_validation
+from trainer.train.validation import EarlyStopping, best_state, drop_best, load_best, save_best, setup_validation
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's cap on s
 
@@ -249,7 +249,7 @@ class _Run:
                             # the batch order is a pure function of (seed, step): this is its whole state
                             extra_state={"data_order": {"seed": self.cfg.seed, "next_step": step}})
             if final:
-                (Path(self.cfg.out) / BEST_WEIGHTS).unlink(missing_ok=True)
+                drop_best(self.cfg.out)
         if self.rt.world > 1:
             dist.barrier()
 

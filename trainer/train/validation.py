@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,8 @@ import torch
 from schemas.errors import ParameterError, TrainingError
 from trainer.data.rows import MAIN, ClipRows, collate, open_set
 
-BEST_WEIGHTS = "validation_best.safetensors"
+# A folder of its own: checkpoint.py hashes every *.safetensors beside model.safetensors.
+BEST_WEIGHTS = "validation_best"
 
 
 @dataclass
@@ -159,8 +161,10 @@ def save_best(out: str | os.PathLike, state: dict) -> None:
     """The best weights beside the checkpoint (staged, then moved), so a resumed run can still end on them."""
     from safetensors.torch import save_file
 
-    path = Path(out) / BEST_WEIGHTS
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    folder = Path(out) / BEST_WEIGHTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.safetensors"
+    tmp = folder / f".{os.getpid()}.tmp"
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     os.replace(tmp, path)
 
@@ -168,5 +172,9 @@ def save_best(out: str | os.PathLike, state: dict) -> None:
 def load_best(out: str | os.PathLike) -> dict | None:
     from safetensors.torch import load_file
 
-    path = Path(out) / BEST_WEIGHTS
+    path = Path(out) / BEST_WEIGHTS / "model.safetensors"
     return load_file(str(path)) if path.exists() else None
+
+
+def drop_best(out: str | os.PathLike) -> None:
+    shutil.rmtree(Path(out) / BEST_WEIGHTS, ignore_errors=True)
