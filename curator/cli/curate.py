@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pyarrow as pa
 
-from curator.cli.common import echo_table, option_group, pass_store
+from curator.cli.common import echo_report, format_option, option_group, pass_store
 from curator.curate.balance import BalanceOptions
 from curator.curate.catalog import write_set
 from curator.curate.decisions import read_decisions
@@ -25,6 +25,7 @@ _common = option_group(
                  help="Review decisions (CSV/JSON: text_id,audio_id,decision): rejected pairs are dropped."),
     click.option("--keep-accepted", is_flag=True, help="With --decisions: keep accepted pairs even below τ."),
     click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes."),
+    format_option(),
 )
 
 
@@ -39,31 +40,32 @@ _match = option_group(
 )
 
 
-def _write(store, name, build, allow_empty):
+def _write(store, name, build, allow_empty, fmt="table"):
     resolved, written = write_set(store, name, build.rows, build.strategy, build.params, build.inputs, build.model,
                                   allow_empty=allow_empty)
     unchanged = not written
-    click.echo(f"{'unchanged' if unchanged else 'built'}: set {resolved.ref} strategy={resolved.strategy} "
-               f"rows={resolved.rows} hash={resolved.content_hash[:12]}"
-               + (" (same rows, params and inputs as the latest version; nothing written)" if unchanged else ""))
-    for key, value in sorted(build.stats.items()):
-        if not isinstance(value, dict):
-            click.echo(f"  {key}: {value}")
-    _class_table(build.stats)
+    lines = [f"{'unchanged' if unchanged else 'built'}: set {resolved.ref} strategy={resolved.strategy} "
+             f"rows={resolved.rows} hash={resolved.content_hash[:12]}"
+             + (" (same rows, params and inputs as the latest version; nothing written)" if unchanged else "")]
+    lines += [f"  {key}: {value}" for key, value in sorted(build.stats.items()) if not isinstance(value, dict)]
+    record = {"set": resolved.ref, "strategy": resolved.strategy, "rows": resolved.rows,
+              "content_hash": resolved.content_hash, "written": bool(written), "stats": build.stats}
+    echo_report(record, fmt, lines, _class_table(build.stats))
     return resolved
 
 
-def _class_table(stats: dict) -> None:
-    """Per-class counts of a build (and its candidates / confident clips / thresholds when it has them)."""
+def _class_table(stats: dict):
+    """Per-class counts of a build (and its candidates / confident clips / thresholds when it has them),
+    as a table, or None."""
     counts = stats.get("per_class")
     if not counts:
-        return
+        return None
     extra = [("candidates", "per_class_candidates"), ("confident", "per_class_confident"), ("threshold", "thresholds")]
     extra = [(title, stats[key]) for title, key in extra if key in stats]
     rows = [{"label": c, **{t: v.get(c) for t, v in extra}, "kept": n} for c, n in counts.items()]
     types = {"candidates": pa.int64(), "confident": pa.int64(), "threshold": pa.float64()}
     schema = pa.schema([("label", pa.string())] + [(t, types[t]) for t, _ in extra] + [("kept", pa.int64())])
-    echo_table(pa.Table.from_pylist(rows, schema=schema))
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _decisions(path):
@@ -107,7 +109,7 @@ def build():
               "(default: the teacher's text tower).")
 @_balance
 @pass_store
-def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
            threshold, top_k, per, pool_where, device, pairs_where, text_model, balance_set, per_class):
     """Domain-unspecific: teacher-training captions × wild clips, score ≥ τ.
 
@@ -124,7 +126,7 @@ def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
     store = ctx.store(create=False)
     b = build_du(store, model_name, MatchOptions(threshold, top_k, per, device), pool_where, pairs_where,
                  allow_contaminated, _decisions(decisions_path), keep_accepted, balance)
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @build.command("pairs")
@@ -134,8 +136,9 @@ def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
 @click.option("--model", "model_name", help="Attach this model's vectors (needed for soft-label replay).")
 @click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@format_option()
 @pass_store
-def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_empty):
+def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_empty, fmt):
     """The captioned training pairs themselves, as a set (to train a first teacher, or to replay).
 
     \b
@@ -146,7 +149,7 @@ def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_
     from curator.curate.pairs import build_pairs
 
     store = ctx.store(create=False)
-    _write(store, set_name, build_pairs(store, pairs_where, model_name, allow_contaminated), allow_empty)
+    _write(store, set_name, build_pairs(store, pairs_where, model_name, allow_contaminated), allow_empty, fmt)
 
 
 _ds_options = option_group(
@@ -164,7 +167,7 @@ _ds_options = option_group(
 @click.option("--threshold", type=float, required=True, help="Keep pairs whose caption's best prompt similarity ≥ τ_ds "
               "(0.6-0.75 in the paper).")
 @pass_store
-def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
            pairs_where, text_model, label_set, threshold):
     """Domain-specific: teacher-training pairs whose caption is close to a label prompt.
 
@@ -176,7 +179,7 @@ def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
     store = ctx.store(create=False)
     b = build_ds(store, model_name, DSOptions(label_set, threshold, pairs_where, text_model), allow_contaminated,
                  _decisions(decisions_path), keep_accepted)
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @build.command("ads")
@@ -188,7 +191,7 @@ def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
 @click.option("--ds-threshold", type=float, help="τ_ds for the on-the-fly DS step.")
 @_balance
 @pass_store
-def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
             threshold, top_k, per, pool_where, device, pairs_where, text_model, from_set, label_set, ds_threshold,
             balance_set, per_class):
     """Augmented domain-specific: DS captions × wild clips, score ≥ τ.
@@ -211,7 +214,7 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
     b = build_ads(store, model_name, MatchOptions(threshold, top_k, per, device), pool_where, from_set, ds,
                   allow_contaminated, _decisions(decisions_path), keep_accepted,
                   _balance_options(balance_set, per_class, text_model))
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @click.command("pseudo-label")
@@ -230,9 +233,10 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
               help="Take p(c|x) from a trained classifier checkpoint instead of zero-shot scores.")
 @click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no clip passes.")
+@format_option()
 @pass_store
 def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_where, max_per_class,
-                 per_class_threshold, temperature, classifier, allow_contaminated, allow_empty):
+                 per_class_threshold, temperature, classifier, allow_contaminated, allow_empty, fmt):
     """Pseudo-label unlabelled clips from zero-shot scores (or a classifier) and keep the confident ones.
 
     \b
@@ -246,7 +250,7 @@ def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_whe
     opts = PseudoOptions(label_set, min_confidence, audio_where, max_per_class, temperature, classifier,
                          per_class_threshold)
     b = build_pseudo(store, model_name, opts, allow_contaminated)
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @click.command("guard")
@@ -256,8 +260,9 @@ def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_whe
 @click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="Audio-audio cosine at or above which a pool clip counts as a duplicate.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N].")
+@format_option()
 @pass_store
-def guard(ctx, model_name, pool_where, eval_where, threshold, device):
+def guard(ctx, model_name, pool_where, eval_where, threshold, device, fmt):
     """Find pool clips that duplicate evaluation clips and exclude them from later builds.
 
     Duplicates: same clip, same sha1 content hash, or audio-vector cosine ≥ threshold. Findings
@@ -274,10 +279,10 @@ def guard(ctx, model_name, pool_where, eval_where, threshold, device):
     model = get_model(store, model_name) if model_name else None
     rows = find_contamination(store, pool_where, eval_where, model, threshold, device)
     added = record_contamination(store, rows) if rows.num_rows else 0
-    click.echo(f"{rows.num_rows} contaminated pair(s) found, {added} new; "
-               f"{len(set(rows.column('audio_id').to_pylist()))} pool clip(s) excluded from builds")
-    if rows.num_rows:
-        echo_table(rows.select(["audio_id", "eval_audio_id", "reason", "similarity"]))
+    excluded = len(set(rows.column("audio_id").to_pylist()))
+    echo_report({"found": rows.num_rows, "new": added, "excluded_clips": excluded}, fmt,
+                [f"{rows.num_rows} contaminated pair(s) found, {added} new; {excluded} pool clip(s) excluded "
+                 f"from builds"], rows.select(["audio_id", "eval_audio_id", "reason", "similarity"]))
 
 
 @build.command("labelled")
@@ -288,8 +293,9 @@ def guard(ctx, model_name, pool_where, eval_where, threshold, device):
 @click.option("--model", "model_name", help="Attach this model's clip and prompt vectors (needs --label-set).")
 @click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@format_option()
 @pass_store
-def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contaminated, allow_empty):
+def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contaminated, allow_empty, fmt):
     """The labelled clips as a set: label = the clip's first label (round 0 of pseudo-labelling).
 
     \b
@@ -302,7 +308,7 @@ def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contam
 
     store = ctx.store(create=False)
     b = build_labelled(store, audio_where, label_set, model_name, allow_contaminated)
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @build.command("union")
@@ -310,8 +316,9 @@ def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contam
 @click.option("--from", "refs", multiple=True, required=True, metavar="REF",
               help="Input set (name, name@N, name@tag); repeat. A clip in several inputs keeps the first's rows.")
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@format_option()
 @pass_store
-def union_cmd(ctx, set_name, refs, allow_empty):
+def union_cmd(ctx, set_name, refs, allow_empty, fmt):
     """Rows of several sets as one set (e.g. labelled + pseudo-labelled clips for retraining).
 
     Teacher vectors are kept when every input carries the same model's; otherwise they are
@@ -325,7 +332,7 @@ def union_cmd(ctx, set_name, refs, allow_empty):
 
     store = ctx.store(create=False)
     b = build_union(store, list(refs))
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 COMMANDS = (build, pseudo_label, guard)
