@@ -72,6 +72,8 @@ def _json_option(text: str | None, what: str) -> dict:
 @click.option("--soft-source", type=click.Choice(["cross", "same"]), default="cross", show_default=True,
               help="Which teacher similarity softens which direction.")
 @click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--steps", type=int, default=None,
+              help="Optimiser steps in all, overriding --epochs (the same budget whatever the set's size).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Per process (rank).")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
@@ -93,6 +95,12 @@ def _json_option(text: str | None, what: str) -> dict:
 @click.option("--eval-where", help="SQL over `audio` choosing the evaluation clips (--loss hybrid: the classifier's "
                                    "accuracy on them is evaluated at each checkpoint).")
 @click.option("--eval-template", default=PROMPT_TEMPLATE, show_default=True)
+@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+              help="Hold out this share of the set's clips (all their rows) as validation data.")
+@click.option("--val-set", help="Validate on this set version instead (never the evaluation split).")
+@click.option("--val-every", type=int, default=0, show_default=True, help="Steps between validations (0 = each epoch).")
+@click.option("--patience", type=int, default=None,
+              help="Stop after N validations without a lower validation loss; the best weights are saved.")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="Stop after this step without saving.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @hybrid_options
@@ -105,6 +113,8 @@ def fit(ctx: click.Context, as_json: bool, **params) -> None:
       trainer fit --set ads@3 --replay ds --replay-ratio 0.5 --loss soft --epochs 5 \\
           --batch-size 64 --lr 1e-4 --warmup-steps 500 --checkpoint-every 1000 --out runs/ads-s1
       trainer fit --resume --out runs/ads-s1
+      trainer fit --set teacher_pairs --loss clap --epochs 30 --val-fraction 0.1 --patience 3 --out runs/teacher
+      trainer fit --set ads --replay ds --replay-ratio 0.25 --steps 60 --init runs/teacher --out runs/ads
       torchrun --nproc-per-node 4 -m trainer fit --set ads --init teacher_clap/ --out runs/ddp
       trainer fit --loss hybrid --classes scenes --lambda 0.1 --set scenes_train --lr 1e-3 --out runs/clf
     """
