@@ -225,6 +225,18 @@ def lexrank(rows: np.ndarray, cols: np.ndarray, score: np.ndarray) -> tuple[np.n
     return order, rank
 
 
+def with_cols(eng: Engine, cols: np.ndarray) -> Engine:
+    """The same engine (rows, device, precision, buffers) over another column block: streamed pools
+    move and cast the caption side once, not once per block."""
+    other = object.__new__(Engine)
+    other.__dict__.update(eng.__dict__)
+    other.cols = torch.from_numpy(as_f32(cols)).to(eng.device)
+    other._cols_mm = other.cols.to(torch.bfloat16) if eng.low else other.cols
+    if eng._np_blas:
+        other._cols_np = other.cols.numpy()
+    return other
+
+
 def swapped(eng: Engine) -> Engine:
     """The same engine with rows and columns exchanged (shares tensors and buffers)."""
     other = object.__new__(Engine)
