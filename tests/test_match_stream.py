@@ -86,3 +86,22 @@ def test_vector_blocks_read_take_and_blocks_agree(pool):
     sub = src.reorder(np.array([5, 1, 0]))
     assert sub.ids.to_pylist() == [src.ids[i].as_py() for i in (5, 1, 0)]
     np.testing.assert_array_equal(np.concatenate([v.copy() for _, v in sub.blocks(2)]), full[[5, 1, 0]])
+
+
+def test_build_du_and_ads_with_a_streamed_pool_write_the_same_rows(store):
+    from curation_data import build_world
+
+    from curator.curate.strategies import DSOptions, MatchOptions, build_ads, build_du
+    from schemas.sets import content_hash
+
+    build_world(store)
+    pool = "source = 'wild'"
+    for top_k, per in ((None, "text"), (3, "text"), (2, "both")):
+        mem = build_du(store, "teach", MatchOptions(0.5, top_k, per), pool)
+        streamed = build_du(store, "teach", MatchOptions(0.5, top_k, per, max_memory=1), pool)
+        assert mem.rows.num_rows and content_hash(mem.rows) == content_hash(streamed.rows)
+        assert mem.params == streamed.params  # the memory limit is not part of the set's identity
+    ds = DSOptions("esc", 0.6)
+    mem = build_ads(store, "teach", MatchOptions(0.4, 5), pool, ds=ds)
+    streamed = build_ads(store, "teach", MatchOptions(0.4, 5, max_memory=1), pool, ds=ds)
+    assert mem.rows.num_rows and content_hash(mem.rows) == content_hash(streamed.rows)

@@ -76,8 +76,8 @@ def match(ctx, model, threshold, top_k, per, method, texts_where, audio_where, r
           --texts-where "source = 'clotho'" --audio-where "split = 'train'"
       curator query "select * from candidates where run_id = 'du1' order by score desc limit 5"
     """
+    from curator.match.params import parse_memory
     from curator.match.run import run_match
-    from curator.match.stream import parse_memory
 
     ann = {k: v for k, v in (("nprobes", nprobes), ("index_type", index_type), ("recall_sample", recall_sample))
            if v is not None}
@@ -118,8 +118,8 @@ def sweep(ctx, model, thresholds, plot_path, texts_where, audio_where, device, m
     Example:
       curator sweep --model clap --thresholds 0.3:0.9:0.05 --plot sweep.png
     """
+    from curator.match.params import parse_memory
     from curator.match.run import load_pool
-    from curator.match.stream import parse_memory
     from curator.match.sweep import parse_thresholds, plot
     from curator.match.sweep import sweep as run_sweep
 

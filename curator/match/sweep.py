@@ -87,7 +87,8 @@ def sweep(text_vecs: np.ndarray, audio_vecs, thresholds, bins: int = 50, device:
 
 
 def _stream_pass(text_vecs, pool, ts, best, counts, device, block, max_memory, progress) -> None:
-    from curator.match.stream import block_rows, default_max_memory
+    from curator.match.params import default_max_memory
+    from curator.match.stream import block_rows
 
     base = Engine(text_vecs, np.empty((0, pool.dim), np.float32), device=device, precision="fp32", block=block)
     rows = block_rows(max_memory or default_max_memory(), pool.dim, base.block[1])

@@ -172,6 +172,8 @@ class VectorBlocks:
     def reorder(self, order: np.ndarray) -> "VectorBlocks":
         """The rows `order` (indices into this selection), in that order."""
         order = np.asarray(order, np.int64)
+        if self.positions is None and np.array_equal(order, np.arange(len(self))):
+            return self  # already in this order: keep the sequential scan
         pos = order if self.positions is None else self.positions[order]
         return replace(self, ids=self.ids.take(pa.array(order)), positions=pos)
 
