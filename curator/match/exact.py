@@ -193,18 +193,23 @@ def _caption_blocks(eng, t, k, rule, max_pairs, progress):
         if k is None:
             r, c, s, rank = settle_ties(eng, *threshold_block(eng, r0, r1, t, rule))
         else:
-            r, c, s = topk_block(eng, r0, r1, t, k)
-            if rule is not None:
-                ok = rule.admits(s, r, c)
-                r, c, s = r[ok], c[ok], s[ok]
-            order, rank = lexrank(r, c, s)
-            r, c, s = r[order], c[order], s[order]
+            r, c, s, rank = ranked_topk(*topk_block(eng, r0, r1, t, k), rule)
         yield r, c, s.astype(np.float32), (rank + 1).astype(np.int32)
         if k is None and len(r) > max_pairs:  # dense output: smaller caption blocks keep memory flat
             step = max(16, int(step * max_pairs / len(r)))
         r0 = r1
         if progress:
             progress(r1, eng.n_rows)
+
+
+def ranked_topk(r: np.ndarray, c: np.ndarray, s: np.ndarray, rule: ColumnRule | None):
+    """The top-k pairs of complete captions, minus those `rule` (per-clip top-k) refuses, sorted by
+    (caption, score desc, clip) with their 0-based ranks."""
+    if rule is not None:
+        ok = rule.admits(s, r, c)
+        r, c, s = r[ok], c[ok], s[ok]
+    order, rank = lexrank(r, c, s)
+    return r[order], c[order], s[order], rank
 
 
 def bf16_reductions_off(eng: Engine):

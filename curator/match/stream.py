@@ -26,13 +26,14 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from curator.match.engine import Engine, blas_threads, lexrank, pairwise, with_cols
+from curator.match.engine import Engine, blas_threads, pairwise, with_cols
 from curator.match.exact import (
     MAX_PAIRS,
     ColumnRule,
     Progress,
     bf16_reductions_off,
     column_rule,
+    ranked_topk,
     restore_bf16,
     settle_ties,
     threshold_block,
@@ -153,12 +154,5 @@ def _groups(base, pool, rows, t, k, rule, max_pairs, progress):
 
 def _finish(canon: _Canonical, pairs, k, rule):
     r, c, s = pairs
-    if k is None:
-        r, c, s, rank = settle_ties(canon, r, c, s)
-    else:
-        if rule is not None:
-            ok = rule.admits(s, r, c)
-            r, c, s = r[ok], c[ok], s[ok]
-        order, rank = lexrank(r, c, s)
-        r, c, s = r[order], c[order], s[order]
+    r, c, s, rank = settle_ties(canon, r, c, s) if k is None else ranked_topk(r, c, s, rule)
     return r, c, s.astype(np.float32), (rank + 1).astype(np.int32)
