@@ -1,4 +1,8 @@
-"""`trainer`: fit students on curated sets and evaluate them. Only this module prints and exits."""
+"""`trainer`: fit students on curated sets and evaluate them. Only trainer.cli prints and exits.
+
+Library modules (trainer.train, trainer.eval) are imported inside the command bodies: they import
+torch, and `trainer --help` must stay instant.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import click
 
 from schemas.errors import CuratorError, ParameterError
 from schemas.tables import PROMPT_TEMPLATE
+from trainer.cli.report import print_eval, print_fit
 from trainer.cli.scene import classifier_eval_options, hybrid_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -46,23 +51,6 @@ def _json_option(text: str | None, what: str) -> dict:
     return value
 
 
-def _resume_defaults(ctx: click.Context, params: dict) -> dict:
-    """On --resume, options left at their defaults take the checkpoint's values, so `--resume --out D`
-    alone continues a run; options given explicitly are checked against the checkpoint by `fit`."""
-    from trainer.train.checkpoint import read_checkpoint
-
-    meta = read_checkpoint(params["out"])
-    recorded = dict(meta.get("hparams", {}))
-    recorded["set_ref"] = (meta.get("set") or {}).get("ref")
-    recorded["replay_ref"] = (meta.get("replay") or {}).get("ref")
-    recorded.pop("device", None)  # where a run continues is the caller's choice, not the checkpoint's
-    for name, value in recorded.items():
-        source = ctx.get_parameter_source(name) if name in ctx.params else None
-        if name in params and (source is None or source == click.core.ParameterSource.DEFAULT):
-            params[name] = value
-    return params
-
-
 @cli.command(context_settings=CONTEXT)
 @click.option("--set", "set_ref", help="Set to train on: name, name@VERSION or name@TAG (bare name = latest).")
 @click.option("--replay", "replay_ref", help="Replay set (e.g. the teacher's training pairs).")
@@ -95,7 +83,8 @@ def _resume_defaults(ctx: click.Context, params: dict) -> dict:
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--cache-mb", type=int, default=0, show_default=True, help="Keep up to this much decoded audio in memory.")
 @click.option("--eval-label-set", help="Zero-shot evaluate at each checkpoint on this label set's prompts.")
-@click.option("--eval-where", help="SQL over `audio` choosing the evaluation clips.")
+@click.option("--eval-where", help="SQL over `audio` choosing the evaluation clips (--loss hybrid: the classifier's "
+                                   "accuracy on them is evaluated at each checkpoint).")
 @click.option("--eval-template", default=PROMPT_TEMPLATE, show_default=True)
 @click.option("--stop-after", type=int, default=None, hidden=True, help="Stop after this step without saving.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -112,36 +101,23 @@ def fit(ctx: click.Context, as_json: bool, **params) -> None:
       torchrun --nproc-per-node 4 -m trainer fit --set ads --init teacher_clap/ --out runs/ddp
       trainer fit --loss hybrid --classes scenes --lambda 0.1 --set scenes_train --lr 1e-3 --out runs/clf
     """
-    from trainer.cli.scene import pop_hybrid, run_hybrid
-    from trainer.train.loop import FitConfig
+    from trainer.train.config import FitConfig
     from trainer.train.loop import fit as run_fit
+    from trainer.train.resume import resume_options
 
-    hybrid = pop_hybrid(params)
-    if params["loss"] == "hybrid":
-        if not params["set_ref"]:
-            raise ParameterError("--set is required (name, name@VERSION or name@TAG)")
-        params["student_config"] = _json_option(params["student_config"], "--student-config")
-        return run_hybrid(ctx.obj["store"], params, hybrid, as_json, _progress_bar())
-
+    params["student_config"] = _json_option(params["student_config"], "--student-config")
     if params["resume"]:
-        params = _resume_defaults(ctx, params)
-    if not params["set_ref"]:
-        raise ParameterError("--set is required (name, name@VERSION or name@TAG)")
-    params["student_config"] = (params["student_config"] if isinstance(params["student_config"], dict)
-                                else _json_option(params["student_config"], "--student-config"))
-    cfg = FitConfig(store=ctx.obj["store"], **params)
-    result = run_fit(cfg, on_step=_progress_bar())
+        given = {name for name in params
+                 if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
+        params = resume_options(params["out"], params, given)
+    result = run_fit(FitConfig(store=ctx.obj["store"], **params), on_step=_progress_bar())
     if not _is_main_rank():
         return
     if as_json:
-        click.echo(json.dumps(result.__dict__, default=str))
+        fields = {k: v for k, v in result.__dict__.items() if k != "details"}
+        click.echo(json.dumps({**fields, **result.details}, default=str))
         return
-    state = "stopped early at" if result.stopped_early else "finished at"
-    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
-    click.echo(f"{state} step {result.step}/{result.total_steps}; last loss {loss}; checkpoint: {result.out}")
-    if result.skipped_clips:
-        click.echo(f"warning: skipped {result.skipped_clips} clip(s) that failed to decode "
-                   f"(ids in {result.out}/checkpoint.json)", err=True)
+    print_fit(result)
 
 
 def _progress_bar():
@@ -190,76 +166,16 @@ def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, se
       trainer eval --classifier runs/clf --audio-where "source = 'scenes'" --truth ground_truth.csv \\
           --pseudo-set scenes_pl
     """
-    from trainer.cli.scene import run_classifier_eval
-    from trainer.device import resolve_device
-    from trainer.eval import zero_shot as ev
+    from trainer.eval.evaluate import evaluate
 
-    store = ctx.obj["store"]
-    if classifier:
-        return run_classifier_eval(store, classifier, audio_where, truth, pseudo_set, batch_size, device, plot,
-                                   as_json)
-    if truth or pseudo_set:
-        raise ParameterError("--truth and --pseudo-set go with --classifier")
-    if not model:
-        raise ParameterError("pass --model (zero-shot / retrieval) or --classifier (a classifier checkpoint)")
-    if not (label_set or labels or retrieval):
-        raise ParameterError("nothing to evaluate: pass --label-set / --labels (zero-shot) or --retrieval")
-    if set_ref and not retrieval:
-        raise ParameterError("--set is only used with --retrieval")
-    student = ev.load_model(ev.resolve_model(store, model), device=str(resolve_device(device)))
-    results = {"model": model}
-    if label_set or labels:
-        classes = [c.strip() for c in labels.split(",") if c.strip()] if labels else ev.prompt_labels(store, label_set)
-        res = ev.evaluate_zero_shot(student, ev.eval_clips(store, audio_where), classes, template, batch_size)
-        res.update({"label_set": label_set, "audio_where": audio_where})
-        if plot:
-            res["plot"] = ev.plot_confusion(res, plot)
-        results["zero_shot"] = res
-    if retrieval:
-        results["retrieval"] = ev.evaluate_retrieval(student, _pairs(store, set_ref, audio_where), batch_size)
-        results["retrieval"]["source"] = set_ref or "texts captions"
+    results = evaluate(ctx.obj["store"], model, classifier=classifier, label_set=label_set,
+                       labels=[c.strip() for c in labels.split(",") if c.strip()] if labels else None,
+                       audio_where=audio_where, template=template, retrieval=retrieval, set_ref=set_ref, truth=truth,
+                       pseudo_set=pseudo_set, device=device, batch_size=batch_size, plot=plot)
     if as_json:
         click.echo(json.dumps(results, default=str))
     else:
-        _print_results(results)
-
-
-def _pairs(store: str, set_ref: str | None, audio_where: str | None):
-    from trainer.eval import zero_shot as ev
-
-    if not set_ref:
-        return ev.paired_captions(store, audio_where)
-    from schemas.sets import read_set
-
-    table, _ = read_set(store, set_ref)
-    return table.select(["audio_id", "uri", "text"])
-
-
-def _print_results(results: dict) -> None:
-    zs = results.get("zero_shot")
-    if zs:
-        acc = zs["accuracy"]
-        click.echo(f"zero-shot: accuracy {acc:.4f} over {zs['n']} clips, {len(zs['labels'])} classes, "
-                   f"mean class accuracy {zs['mean_class_accuracy']:.4f}" if acc is not None else "zero-shot: no clips")
-        if zs["excluded_unknown_label"] or zs["skipped"]:
-            click.echo(f"  excluded {zs['excluded_unknown_label']} clip(s) with a label outside the classes; "
-                       f"skipped {zs['skipped']} undecodable")
-        width = max(len(lab) for lab in zs["labels"])
-        for lab, v in zs["per_class"].items():
-            acc_c = f"{v['accuracy']:.3f}" if v["accuracy"] is not None else "  -  "
-            click.echo(f"  {lab:<{width}}  {acc_c}  ({v['correct']}/{v['n']})")
-        if len(zs["labels"]) <= 20:
-            click.echo("confusion (rows = true, columns = predicted, in the order above):")
-            for lab, row in zip(zs["labels"], zs["confusion"]):
-                click.echo(f"  {lab:<{width}}  " + " ".join(f"{v:4d}" for v in row))
-        if zs.get("plot"):
-            click.echo(f"confusion matrix plot: {zs['plot']}")
-    rt = results.get("retrieval")
-    if rt:
-        click.echo(f"retrieval on {rt['source']}: {rt['n_texts']} texts, {rt['n_audio']} clips")
-        for direction in ("text_to_audio", "audio_to_text"):
-            vals = "  ".join(f"{k} {v:.3f}" for k, v in rt[direction].items())
-            click.echo(f"  {direction.replace('_', ' ')}: {vals}")
+        print_eval(results)
 
 
 def run_main(group: click.Group, argv: list[str] | None = None) -> int:

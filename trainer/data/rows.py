@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from schemas.errors import AudioError, RefError
 from schemas.refs import parse_ref
 from schemas.sets import ResolvedSet, read_set
+from trainer.data.audio import fit_window, load_audio
 
 MAIN, REPLAY = 0, 1
 
@@ -64,8 +65,6 @@ def _vectors(table: pa.Table, name: str) -> tuple[np.ndarray | None, np.ndarray]
 def crop_window(wave: np.ndarray, n_samples: int, rng: np.random.Generator | None) -> np.ndarray:
     """One window of `n_samples`: a random crop with `rng`, the centre crop without; short clips are
     repeat-padded by the shared front-end, so training and embedding window clips the same way."""
-    from trainer.data.audio import fit_window
-
     return fit_window(wave, n_samples, "crop", rng)[0]
 
 
@@ -104,12 +103,7 @@ class ClipRows(Dataset):
     def __len__(self) -> int:
         return sum(p["n"] for p in self.parts)
 
-    def part_size(self, part: int) -> int:
-        return self.parts[part]["n"] if part < len(self.parts) else 0
-
     def _decode(self, part: int, row: int) -> np.ndarray:
-        from trainer.data.audio import load_audio
-
         key = (part, row)
         wave = self._cache.get(key)
         if wave is None:

@@ -1,3 +1,4 @@
-"""Evaluation: `zero_shot` (prompts, accuracy, confusion, retrieval), `classifier` (scene classifiers
-and pseudo-label accuracy), `plots`.
+"""Evaluation: `evaluate` (`trainer eval` as one call), `zero_shot` (prompts, accuracy, retrieval),
+`classifier` (scene classifiers and pseudo-label accuracy), `confusion` (the one confusion matrix),
+`plots`.
 """

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from schemas.errors import ParameterError
+from schemas.reading import query
+from schemas.sets import read_set
+from trainer.eval.confusion import confusion_report
+from trainer.students.classifier import SceneClassifier, audio_rows, load_classifier, predict_table
 
 LABEL_COLUMNS = ("label", "scene_label")
 
@@ -73,25 +78,12 @@ def _accuracy_by(keys: list, correct: np.ndarray) -> dict:
 
 
 def classification_report(pred: np.ndarray, truth: np.ndarray, classes: list[str], cities: list) -> dict:
-    k = len(classes)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (truth, pred), 1)
-    correct = pred == truth
-    per_class = {}
-    for i, lab in enumerate(classes):
-        n = int(confusion[i].sum())
-        per_class[lab] = {"n": n, "correct": int(confusion[i, i]), "accuracy": confusion[i, i] / n if n else None}
-    scored = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    return {"n": int(len(truth)), "accuracy": float(correct.mean()) if len(truth) else None,
-            "mean_class_accuracy": float(np.mean(scored)) if scored else None, "labels": classes,
-            "per_class": per_class, "per_city": _accuracy_by(cities, correct), "confusion": confusion.tolist()}
+    """The confusion report of class indices plus accuracy per city."""
+    return {**confusion_report(truth, pred, classes), "per_city": _accuracy_by(cities, np.asarray(pred) == truth)}
 
 
 def pseudo_accuracy(store_uri: str, set_ref: str, truth_csv: str | None) -> dict:
     """Fraction of a set's labels that agree with ground truth, over the rows that have one."""
-    from schemas.sets import read_set
-    from trainer.students.classifier import audio_rows
-
     table, resolved = read_set(store_uri, set_ref)
     ids = table.column("audio_id").to_pylist()
     labels = table.column("label").to_pylist()
@@ -109,29 +101,58 @@ def pseudo_accuracy(store_uri: str, set_ref: str, truth_csv: str | None) -> dict
             "accuracy": right / len(pairs) if pairs else None, "per_label": dict(sorted(per_class.items()))}
 
 
-def evaluate_classifier(ckpt: str, store_uri: str, where: str | None, truth_csv: str | None = None,
-                        batch_size: int = 32, device: str = "cpu") -> dict:
-    """Classify the clips `where` selects (SQL over `audio`) and score against ground truth."""
-    from trainer.eval.zero_shot import query_store
-    from trainer.students.classifier import audio_rows, load_classifier, predict_table
+@dataclass
+class LabelledClips:
+    """Clips selected for a classifier evaluation: those with ground truth among the classes."""
 
-    model = load_classifier(ckpt, device)
+    clips: pa.Table  # CLIP_COLUMNS rows
+    truth: np.ndarray  # class index per clip
+    selected: int  # clips the selection matched, with or without usable truth
+
+
+def labelled_clips(store_uri: str, where: str | None, classes: list[str], truth_csv: str | None = None) -> LabelledClips:
+    """The clips `where` selects (SQL over `audio`) whose ground truth is one of `classes`."""
     cond = f"where {where}" if where else ""
-    ids = query_store(store_uri, f"select audio_id from audio {cond} order by audio_id").column(0).to_pylist()
+    ids = query(store_uri, f"select audio_id from audio {cond} order by audio_id").column(0).to_pylist()
     if not ids:
         raise ParameterError(f"no audio rows match {where!r}" if where else "the audio table is empty")
     clips = audio_rows(store_uri, ids)
     truth = truth_labels(clips, truth_csv)
-    index = {c: i for i, c in enumerate(model.classes)}
+    index = {c: i for i, c in enumerate(classes)}
     keep = [i for i, t in enumerate(truth) if t in index]
     if not keep:
         raise ParameterError(f"none of the {len(ids)} selected clips has a ground-truth label among the classes "
                              "(unlabelled clips need --truth CSV)")
-    clips = clips.take(keep)
-    probs, ok = predict_table(model, clips, batch_size)
-    t = np.array([index[truth[i]] for i in keep])[ok]
-    cities = [c for c, good in zip(clips.column("city").to_pylist(), ok) if good]
-    report = classification_report(probs[ok].argmax(1), t, model.classes, cities)
-    report.update({"task": "classifier", "classifier": str(ckpt), "audio_where": where, "truth": truth_csv,
-                   "excluded_no_truth": len(ids) - len(keep), "skipped": int((~ok).sum())})
+    return LabelledClips(clips.take(keep), np.array([index[truth[i]] for i in keep], np.int64), len(ids))
+
+
+def score_classifier(model: SceneClassifier, data: LabelledClips, batch_size: int = 32) -> dict:
+    """Classify `data`'s clips with `model` and report against their truth (undecodable clips skipped)."""
+    probs, ok = predict_table(model, data.clips, batch_size)
+    cities = [c for c, good in zip(data.clips.column("city").to_pylist(), ok) if good]
+    report = classification_report(probs[ok].argmax(1), data.truth[ok], model.classes, cities)
+    report.update({"task": "classifier", "excluded_no_truth": data.selected - data.clips.num_rows,
+                   "skipped": int((~ok).sum())})
+    return report
+
+
+def classifier_hook(store_uri: str, model: SceneClassifier, where: str | None):
+    """A function step -> summary of `model`'s accuracy on the clips `where` selects (truth =
+    audio.labels[0]); selects the clips once, now, so a bad option fails before training."""
+    data = labelled_clips(store_uri, where, model.classes)
+
+    def run(step: int) -> dict:
+        res = score_classifier(model, data)
+        return {"task": "classifier", "where": where, "n": res["n"], "accuracy": res["accuracy"],
+                "mean_class_accuracy": res["mean_class_accuracy"]}
+
+    return run
+
+
+def evaluate_classifier(ckpt: str, store_uri: str, where: str | None, truth_csv: str | None = None,
+                        batch_size: int = 32, device: str = "cpu") -> dict:
+    """Classify the clips `where` selects (SQL over `audio`) and score against ground truth."""
+    model = load_classifier(ckpt, device)
+    report = score_classifier(model, labelled_clips(store_uri, where, model.classes, truth_csv), batch_size)
+    report.update({"classifier": str(ckpt), "audio_where": where, "truth": truth_csv})
     return report

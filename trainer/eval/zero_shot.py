@@ -3,7 +3,7 @@
 Zero-shot: every class is the prompt `template.format(label=...)` embedded by the model's text
 tower; a clip's class is the argmax of its (centre-windowed) audio vector against those prompts.
 Retrieval: recall@K of text->audio and audio->text over paired rows.
-The store is read with LanceDB + DuckDB directly (the trainer never imports `curator`).
+The store is read through `schemas.reading` (the trainer never imports `curator`).
 """
 
 from __future__ import annotations
@@ -18,23 +18,21 @@ import torch
 from schemas.errors import ModelError, ParameterError, StoreError
 from schemas.reading import query
 from schemas.tables import PROMPT_TEMPLATE
+from trainer.data.rows import eval_loader
+from trainer.eval.confusion import confusion_report
+from trainer.students.loading import build_student, load_student
 
 RECALL_KS = (1, 5, 10)
 
 
 # -- reading the store -------------------------------------------------------------------------
-def query_store(store_uri: str, sql: str, params: list | None = None) -> pa.Table:
-    """Run DuckDB SQL where each store table is a view of its latest version."""
-    return query(store_uri, sql, params)
-
-
 def prompt_labels(store_uri: str, label_set: str) -> list[str]:
     """The classes of a label set: labels of its `texts` rows of kind 'prompt'."""
-    rows = query_store(store_uri, "select distinct label from texts where kind = 'prompt' and label_set = ? "
+    rows = query(store_uri, "select distinct label from texts where kind = 'prompt' and label_set = ? "
                                   "and label is not null order by label", [label_set])
     labels = rows.column("label").to_pylist()
     if not labels:
-        known = query_store(store_uri, "select distinct label_set from texts where kind = 'prompt' "
+        known = query(store_uri, "select distinct label_set from texts where kind = 'prompt' "
                                        "and label_set is not null order by 1").column(0).to_pylist()
         raise ParameterError(f"label set {label_set!r} has no prompts in texts; known: {', '.join(known) or 'none'}")
     return labels
@@ -43,7 +41,7 @@ def prompt_labels(store_uri: str, label_set: str) -> list[str]:
 def eval_clips(store_uri: str, where: str | None) -> pa.Table:
     """`audio` rows matching `where`, ground truth = first element of `labels`."""
     cond = f"where {where}" if where else ""
-    clips = query_store(store_uri, f"select audio_id, uri, labels[1] as label from audio {cond} order by audio_id")
+    clips = query(store_uri, f"select audio_id, uri, labels[1] as label from audio {cond} order by audio_id")
     if clips.num_rows == 0:
         raise ParameterError(f"no audio rows match {where!r}" if where else "the audio table is empty")
     return clips
@@ -52,7 +50,7 @@ def eval_clips(store_uri: str, where: str | None) -> pa.Table:
 def paired_captions(store_uri: str, where: str | None) -> pa.Table:
     """Captions in `texts` with their paired clip, the clip filtered by `where` over `audio`."""
     cond = f"where {where}" if where else ""
-    return query_store(store_uri, f"with a as (select * from audio {cond}) select t.text_id, t.text, a.audio_id, a.uri "
+    return query(store_uri, f"with a as (select * from audio {cond}) select t.text_id, t.text, a.audio_id, a.uri "
                                   "from texts t join a on t.audio_id = a.audio_id where t.kind = 'caption' "
                                   "order by a.audio_id, t.text_id")
 
@@ -63,7 +61,7 @@ def resolve_model(store_uri: str | None, model: str) -> str:
         return str(model)
     if store_uri:
         try:
-            rows = query_store(store_uri, "select model_id, path from models order by model_id").to_pylist()
+            rows = query(store_uri, "select model_id, path from models order by model_id").to_pylist()
         except StoreError:
             rows = []
         for row in rows:
@@ -76,13 +74,15 @@ def resolve_model(store_uri: str | None, model: str) -> str:
 
 def load_model(path: str, device: str = "cpu"):
     """A student checkpoint folder (student.json) or a Hugging Face ClapModel folder."""
-    from trainer.students.loading import build_student, load_student
-
     folder = Path(path)
     if (folder / "student.json").exists():
         return load_student(folder, device=device)
     config = folder / "config.json"
-    if config.exists() and json.loads(config.read_text()).get("model_type") == "clap":
+    try:
+        model_type = json.loads(config.read_text()).get("model_type") if config.exists() else None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{config}: not valid JSON ({exc})") from None
+    if model_type == "clap":
         return build_student("clap-hf", init_path=str(folder)).to(device)
     raise ModelError(f"{path}: neither a student checkpoint (student.json) nor a ClapModel folder")
 
@@ -108,8 +108,6 @@ def _as_clip_table(clips) -> pa.Table:
 @torch.no_grad()
 def embed_clips(model, clips: pa.Table, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(vectors (n, dim) with zero rows for failed clips, ok mask, errors) for centre windows."""
-    from trainer.data.rows import eval_loader
-
     device = _device_of(model)
     vecs = np.zeros((clips.num_rows, model.dim), dtype=np.float32)
     ok = np.zeros(clips.num_rows, dtype=bool)
@@ -162,20 +160,23 @@ def evaluate_zero_shot(student, clips, labels: list[str], template: str = PROMPT
     audio, ok, errors = embed_clips(student, table, batch_size)
     truth = np.array([index[table.column("label")[i].as_py()] for i in range(table.num_rows)])[ok]
     pred = (audio[ok] @ prompts.T).argmax(axis=1) if ok.any() else np.zeros(0, dtype=int)
-    k = len(labels)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (truth, pred), 1)
-    per_class = {}
-    for i, lab in enumerate(labels):
-        n = int(confusion[i].sum())
-        per_class[lab] = {"n": n, "correct": int(confusion[i, i]), "accuracy": confusion[i, i] / n if n else None}
-    scored = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    n = int(ok.sum())
-    return {"task": "zero-shot", "template": template, "labels": labels, "n": n,
-            "accuracy": float((truth == pred).mean()) if n else None,
-            "mean_class_accuracy": float(np.mean(scored)) if scored else None,
-            "per_class": per_class, "confusion": confusion.tolist(),
+    report = confusion_report(truth, pred, labels)
+    return {"task": "zero-shot", "template": template, **report,
             "excluded_unknown_label": excluded, "skipped": len(errors), "errors": errors[:20]}
+
+
+def zero_shot_hook(store_uri: str, student, label_set: str, where: str | None, template: str = PROMPT_TEMPLATE):
+    """A function step -> summary of `student`'s zero-shot accuracy on the clips `where` selects over
+    `label_set`'s classes; reads the store once, now, so a bad option fails before training."""
+    labels = prompt_labels(store_uri, label_set)
+    clips = eval_clips(store_uri, where)
+
+    def run(step: int) -> dict:
+        res = evaluate_zero_shot(student, clips, labels, template)
+        return {"task": "zero-shot", "label_set": label_set, "where": where, "n": res["n"],
+                "accuracy": res["accuracy"], "mean_class_accuracy": res["mean_class_accuracy"]}
+
+    return run
 
 
 def _recall(ranks: np.ndarray) -> dict:
@@ -212,29 +213,3 @@ def evaluate_retrieval(student, pairs: pa.Table, batch_size: int = 32) -> dict:
             "text_to_audio": _recall(t2a), "audio_to_text": _recall(a2t), "skipped": len(errors),
             "errors": errors[:20]}
 
-
-def plot_confusion(result: dict, path: str) -> str:
-    """Confusion matrix of a zero-shot result as a PNG (matplotlib, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels, cm = result["labels"], np.asarray(result["confusion"])
-    size = max(4.0, 0.45 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    acc = result.get("accuracy")
-    ax.set_title(f"zero-shot accuracy {acc:.3f}" if acc is not None else "zero-shot")
-    if len(labels) <= 20:
-        for (i, j), v in np.ndenumerate(cm):
-            if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from schemas.errors import ModelError, ParameterError
+from trainer.data.audio import ClapFeatures
 from trainer.students.weights import (
     TOKENIZER_INPUTS,
     first_line,
@@ -72,8 +73,6 @@ class ClapStudent(nn.Module):
 
     def __init__(self, model, tokenizer, feature_extractor, init_path: str, max_text_len: int | None = None):
         super().__init__()
-        from trainer.data.audio import ClapFeatures
-
         self.model = model
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor

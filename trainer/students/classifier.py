@@ -28,7 +28,11 @@ import torch.nn as nn
 from schemas.errors import ModelError, ParameterError, StoreError
 from schemas.reading import read_table, table_names
 from trainer.data.context import DEFAULT_CONTEXT_TEMPLATE, city_index
+from trainer.data.rows import eval_loader
+from trainer.device import resolve_device
 from trainer.students.heads import TIME_FEATURES, ClassifierHead, MetadataFusion, time_features
+from trainer.students.loading import load_student
+from trainer.students.weights import load_file_into
 
 CLASSIFIER_JSON = "classifier.json"
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
@@ -108,16 +112,8 @@ class SceneClassifier(nn.Module):
                 torch.from_numpy(time_features(recorded_at)))
 
 
-def is_classifier(folder: str | os.PathLike) -> bool:
-    return (Path(folder) / CLASSIFIER_JSON).is_file()
-
-
 def load_classifier(folder: str | os.PathLike, device: str = "cpu") -> SceneClassifier:
     """Rebuild a saved classifier (eval mode) from its folder; safetensors only, no pickles."""
-    from safetensors.torch import load_model
-
-    from trainer.students.loading import load_student
-
     folder = Path(folder)
     path = folder / CLASSIFIER_JSON
     if not path.is_file():
@@ -134,14 +130,7 @@ def load_classifier(folder: str | os.PathLike, device: str = "cpu") -> SceneClas
     except TypeError as exc:
         raise ModelError(f"{path}: unexpected classifier config ({exc})") from None
     model = SceneClassifier(load_student(folder, device), cfg)
-    try:
-        missing, unexpected = load_model(model.head_modules(), str(folder / CLASSIFIER_WEIGHTS), strict=False,
-                                         device=str(device))
-    except Exception as exc:  # missing / torn safetensors file
-        raise ModelError(f"{folder / CLASSIFIER_WEIGHTS}: cannot load head weights ({exc})") from None
-    if missing or unexpected:
-        raise ModelError(f"{folder / CLASSIFIER_WEIGHTS}: weights do not fit {CLASSIFIER_JSON} "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected)")
+    load_file_into(model.head_modules(), folder / CLASSIFIER_WEIGHTS, CLASSIFIER_JSON, device)
     return model.to(device).eval()
 
 
@@ -167,8 +156,6 @@ def audio_rows(store_uri: str, audio_ids: list[str] | None = None) -> pa.Table:
 def predict_table(model: SceneClassifier, clips: pa.Table, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (n, C), ok mask) for clips with uri / city / recorded_at; centre windows.
     A clip that fails to decode gets the uniform distribution (it can never pass a confidence cut)."""
-    from trainer.data.rows import eval_loader
-
     n, k = clips.num_rows, len(model.classes)
     probs = np.full((n, k), 1.0 / k, dtype=np.float64)
     ok = np.zeros(n, dtype=bool)
@@ -176,16 +163,20 @@ def predict_table(model: SceneClassifier, clips: pa.Table, batch_size: int = 32)
     times = clips.column("recorded_at").to_pylist() if "recorded_at" in clips.column_names else [None] * n
     city_t, time_t = model.metadata_tensors(cities, times)
     device = next(model.parameters()).device
+    was_training = model.training  # evaluated mid-run by the training loop: hand it back as it was
     model.eval()
     student = model.student
-    for batch in eval_loader(clips.select(["audio_id", "uri"]), student.sample_rate, student.window_samples,
-                             batch_size):
-        if not batch["n"]:
-            continue
-        rows = torch.tensor(batch["rows"], dtype=torch.long)
-        _, logits = model(batch["wave"].to(device), city_t[rows], time_t[rows])
-        probs[batch["rows"]] = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        ok[batch["rows"]] = True
+    try:
+        for batch in eval_loader(clips.select(["audio_id", "uri"]), student.sample_rate, student.window_samples,
+                                 batch_size):
+            if not batch["n"]:
+                continue
+            rows = torch.tensor(batch["rows"], dtype=torch.long)
+            _, logits = model(batch["wave"].to(device), city_t[rows], time_t[rows])
+            probs[batch["rows"]] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            ok[batch["rows"]] = True
+    finally:
+        model.train(was_training)
     return probs, ok
 
 
@@ -193,8 +184,6 @@ def predict_proba(ckpt_dir: str | os.PathLike, store_uri: str, audio_ids: list[s
                   batch_size: int = 32, device: str = "auto") -> tuple[list[str], np.ndarray]:
     """(class labels, p(c | x) of shape (len(audio_ids), C)) from a classifier checkpoint, reading
     each clip's audio and city / time from the store (the contract `curator pseudo-label` uses)."""
-    from trainer.device import resolve_device
-
     model = load_classifier(ckpt_dir, str(resolve_device(device)))
     if not audio_ids:
         return model.classes, np.zeros((0, len(model.classes)))

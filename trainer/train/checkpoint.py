@@ -33,6 +33,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _other_weights(folder: Path) -> dict[str, str]:
+    """Hashes of the safetensors files beside model.safetensors (a classifier's head): a save torn
+    between them must be caught on resume too."""
+    return {p.name: _sha256(p) for p in sorted(folder.glob("*.safetensors")) if p.name != "model.safetensors"}
+
+
 def capture_rng() -> tuple[dict, dict]:
     """(tensors, json-able) RNG states of torch (CPU and CUDA), numpy's global RNG and `random`."""
     tensors = {"torch": torch.get_rng_state()}
@@ -89,7 +95,7 @@ def save_checkpoint(out: str | os.PathLike, student, meta: dict, optimizer, sche
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": tensors},
                state_dir / "state.pt")
     plain.update({"format": FORMAT, "step": int(step), "weights_sha256": _sha256(weights),
-                  **(extra_state or {})})
+                  "other_weights_sha256": _other_weights(stage), **(extra_state or {})})
     (state_dir / "state.json").write_text(json.dumps(plain))
     meta = {**meta, "format": FORMAT, "step": int(step)}
     (stage / CHECKPOINT_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
@@ -117,13 +123,17 @@ def load_train_state(folder: str | os.PathLike) -> dict:
     state_dir = folder / TRAIN_STATE
     if not (state_dir / "state.pt").exists() or not (state_dir / "state.json").exists():
         raise TrainingError(f"{folder}: no {TRAIN_STATE}/ to resume from (was it saved by `trainer fit`?)")
-    plain = json.loads((state_dir / "state.json").read_text())
+    try:
+        plain = json.loads((state_dir / "state.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise TrainingError(f"{state_dir / 'state.json'}: unreadable ({exc})") from None
     if plain.get("step") != meta.get("step"):
         raise TrainingError(f"{folder}: train state is at step {plain.get('step')} but checkpoint.json at "
                             f"{meta.get('step')} (interrupted while saving?)")
     weights = folder / "model.safetensors"
-    if not weights.exists() or _sha256(weights) != plain.get("weights_sha256"):
-        raise TrainingError(f"{folder}: model.safetensors does not match the saved train state "
+    if (not weights.exists() or _sha256(weights) != plain.get("weights_sha256")
+            or _other_weights(folder) != plain.get("other_weights_sha256", {})):
+        raise TrainingError(f"{folder}: the weights files do not match the saved train state "
                             f"(interrupted while saving?)")
     state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=True)
     return {"meta": meta, "plain": plain, **state}

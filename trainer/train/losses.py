@@ -185,13 +185,6 @@ def hybrid_loss(logits: torch.Tensor, targets: torch.Tensor, contrastive: torch.
     return F.cross_entropy(logits, targets) + lam * contrastive
 
 
-class ClapLoss(nn.Module):
-    """Module form of :func:`clap_loss` (for loops that hold their loss as a module)."""
-
-    def forward(self, audio, text, logit_scale):
-        return clap_loss(audio, text, logit_scale)
-
-
 class SoftLabelLoss(nn.Module):
     """Module form of :func:`soft_label_loss` with its options fixed at construction."""
 
@@ -207,9 +200,3 @@ class SoftLabelLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, tau_s={self.tau_s}, source={self.source!r}"
 
-
-class MultiPositiveLoss(nn.Module):
-    """Module form of :func:`multi_positive_loss`."""
-
-    def forward(self, audio, text, labels, logit_scale):
-        return multi_positive_loss(audio, text, labels, logit_scale)
