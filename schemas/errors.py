@@ -1,6 +1,12 @@
 """Typed errors shared by every package. Library code raises these; only CLIs print and exit."""
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError that escaped the libraries (a path we could not read or write)."""
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 class CuratorError(Exception):
     """Base class: a problem with the user's input or the store, stated in one line."""
 

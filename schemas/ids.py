@@ -34,6 +34,15 @@ def audio_id(source: str, relative_path: str) -> str:
     return f"{source}:{_digest(source, normalise_relative(relative_path))}"
 
 
+def absolute_audio_id(source: str, absolute_path: str) -> str:
+    """The id of a clip kept outside its audio root on request: from its absolute path (which can
+    never equal a relative one, so it cannot merge with a clip inside the root)."""
+    path = posixpath.normpath(str(absolute_path).replace("\\", "/"))
+    if not path.startswith("/"):
+        raise SchemaError(f"{absolute_path!r} is not an absolute path")
+    return f"{source}:{_digest(source, 'abs:' + path)}"
+
+
 def text_id(source: str, text: str, audio_id: str | None = None, kind: str = "caption") -> str:
     """A caption is identified by its text and the clip it describes (the same sentence can caption
     two clips); a prompt by its label set and text."""

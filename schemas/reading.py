@@ -125,8 +125,10 @@ def store_exists(uri: str) -> bool:
 
 
 def query(uri: str, sql: str, params: list | None = None, at: dict[str, int | str] | None = None,
-          views: tuple[str, ...] = ()) -> pa.Table:
-    """Run one DuckDB statement over the store's tables (`views` are extra `create view` statements)."""
+          views: tuple[str, ...] = (), what: str = "query failed") -> pa.Table:
+    """Run one DuckDB statement over the store's tables (`views` are extra `create view` statements).
+
+    `what` starts the error line when DuckDB rejects it (e.g. the option a filter came from)."""
     import duckdb
 
     con = duckdb_over(uri, at)
@@ -136,6 +138,6 @@ def query(uri: str, sql: str, params: list | None = None, at: dict[str, int | st
         result = con.sql(sql, params=params or None)
         return result.to_arrow_table() if result is not None else pa.table({})
     except duckdb.Error as exc:
-        raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from None
+        raise QueryError(f"{what}: {str(exc).splitlines()[0]}") from None
     finally:
         con.close()

@@ -32,6 +32,8 @@ class ResolvedSet:
     strategy: str
     params: dict
     inputs: tuple[str, ...]
+    model_id: str | None = None  # the teacher whose vectors the rows carry
+    model_sha256: str | None = None
 
     @property
     def ref(self) -> str:
@@ -98,6 +100,8 @@ def resolve_set(uri: str, ref: str | Ref) -> ResolvedSet:
         strategy=row["strategy"],
         params=json.loads(row["params"] or "{}"),
         inputs=tuple(row["inputs"] or ()),
+        model_id=row.get("model_id"),
+        model_sha256=row.get("model_sha256"),
     )
 
 

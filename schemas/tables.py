@@ -57,11 +57,26 @@ TEXTS = pa.schema(
 # labelled sets all phrase a class this way unless told otherwise (DESIGN 6.4 and 6.6).
 PROMPT_TEMPLATE = "this is a sound of {label}"
 
+
+def check_template(template: str, option: str = "--template") -> str:
+    """A prompt template names `{label}` and no other field (`{0}`, `{x}`, a lone brace are refused)."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise SchemaError(f"{option} {template!r}: {exc} (write a literal brace as {{{{ or }}}})") from None
+    other = ["{" + f + "}" for f in fields if f != "label"]
+    if other or "label" not in fields:
+        found = f" (found {other[0]})" if other else ""
+        raise SchemaError(f"{option} {template!r} must contain {{label}} and no other field{found}")
+    return template
+
 MODELS = pa.schema(
     [
         pa.field("model_id", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # clap-hf | checkpoint | sentence
-        pa.field("path", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # clap-hf | checkpoint | sentence | external
+        pa.field("path", pa.string(), nullable=False),  # "" for external (no weights here)
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("dim", pa.int32(), nullable=False),
         pa.field("logit_scale", pa.float64()),
@@ -138,6 +153,21 @@ CONTAMINATION = pa.schema(
 )
 
 
+# One row per vector shard imported by `curator import-embeddings FOLDER`: a rerun skips the shards
+# listed here for the same model, modality and fingerprint (size + head and tail bytes of its files).
+IMPORTS = pa.schema(
+    [
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),  # path relative to the imported folder
+        pa.field("rows", pa.int64()),
+        pa.field("imported", pa.int64()),  # rows new to the embedding table
+        pa.field("at", TS),
+    ]
+)
+
+
 def set_rows(audio_dim: int, text_dim: int) -> pa.Schema:
     """Rows of `set_<name>`: self-contained, so training never re-runs the teacher."""
     return pa.schema(
@@ -188,4 +218,5 @@ FIXED_TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "sets": (SETS, ("name", "version")),
     "errors": (ERRORS, ()),
     "contamination": (CONTAMINATION, ("audio_id", "eval_audio_id")),
+    "imports": (IMPORTS, ("model_id", "modality", "fingerprint")),
 }

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from curator.models.fingerprint import folder_sha256  # noqa: E402
 from curator.models.registry import ModelRecord  # noqa: E402
 from curator.models.teachers import load_teacher  # noqa: E402
+from schemas.fingerprint import folder_sha256  # noqa: E402
 from trainer.data.audio import ClapFeatures, fit_window, load_audio  # noqa: E402
 
 

@@ -1,5 +1,6 @@
 # Sourced by demo.sh and test.sh: create .venv if missing and install the project into it.
-# Re-installs only when pyproject.toml changed (a stamp file holds its hash).
+# Installs the exact versions pinned in constraints.txt (refresh: bash scripts/refresh_constraints.sh).
+# Re-installs only when pyproject.toml or constraints.txt changed (a stamp file holds their hash).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -8,13 +9,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   "$PY" -m venv .venv
 fi
-STAMP=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+STAMP=.venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 if [ ! -f "$STAMP" ]; then
-  echo "== installing the project into .venv (first time: torch + torchaudio take a few minutes)"
+  echo "== installing the project into .venv from constraints.txt (first time: torch + torchaudio take a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
   # Only open_clip's loss.py is used (as the reference for our CLAP loss); its torchvision/timm deps are not.
-  .venv/bin/python -m pip install --quiet --no-deps "open_clip_torch>=3.0"
+  .venv/bin/python -m pip install --quiet --no-deps -c constraints.txt "open_clip_torch>=3.0"
   rm -f .venv/.installed-*
   touch "$STAMP"
 fi

@@ -93,5 +93,5 @@ def test_clap_features_loads_from_a_processor_folder(tmp_path):
     tiny_feature_extractor().save_pretrained(tmp_path)
     module = ClapFeatures.from_pretrained(str(tmp_path))
     assert (module.sample_rate, module.window_samples, module.n_mels) == (16000, 16000, 32)
-    fe = ClapFeatureExtractor.from_pretrained(str(tmp_path))
+    fe = ClapFeatureExtractor.from_pretrained(str(tmp_path), trust_remote_code=False)
     assert fe.truncation == "rand_trunc"

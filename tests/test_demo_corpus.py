@@ -268,7 +268,7 @@ def test_minilm_puts_captions_near_their_label_prompt(tiny):
 
     out, m = tiny
     path = minilm.get_model_path()
-    tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    tok, model = AutoTokenizer.from_pretrained(path, trust_remote_code=False), AutoModel.from_pretrained(path, trust_remote_code=False).eval()
 
     def embed(texts):
         batch = tok(texts, padding=True, return_tensors="pt")

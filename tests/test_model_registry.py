@@ -9,10 +9,10 @@ import pytest
 import torch
 from tiny_models import PROJECTION_DIM, make_tiny_clap, minilm_path
 
-from curator.models.fingerprint import folder_sha256
 from curator.models.registry import add_model, get_model, list_models
 from curator.models.teachers import load_teacher
 from schemas.errors import ModelError
+from schemas.fingerprint import folder_sha256
 
 TEXTS = ["a dog barks twice", "rain on a tin roof", "this is a sound of siren"]
 
@@ -91,9 +91,9 @@ def test_clap_teacher_matches_plain_hugging_face(store, tiny_clap):
     teacher = load_teacher(get_model(store, "tiny"), "cpu")
     rng = np.random.default_rng(0)
     waves = (0.2 * rng.standard_normal((3, teacher.window_samples))).astype(np.float32)
-    model = ClapModel.from_pretrained(tiny_clap).eval()
-    fe = ClapFeatureExtractor.from_pretrained(tiny_clap)
-    tok = AutoTokenizer.from_pretrained(tiny_clap, model_input_names=["input_ids", "attention_mask"])
+    model = ClapModel.from_pretrained(tiny_clap, trust_remote_code=False).eval()
+    fe = ClapFeatureExtractor.from_pretrained(tiny_clap, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(tiny_clap, model_input_names=["input_ids", "attention_mask"], trust_remote_code=False)
     with torch.no_grad():
         feats = fe(list(waves), sampling_rate=16000, return_tensors="pt")["input_features"]
         ref_audio = model.get_audio_features(input_features=feats).pooler_output.numpy()

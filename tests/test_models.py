@@ -148,9 +148,9 @@ def _hf_embeddings(folder, waves, texts):
     """Embeddings the plain Hugging Face way: numpy ClapFeatureExtractor + ClapModel + processor tokenizer."""
     from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-    model = ClapModel.from_pretrained(folder).eval()
-    fe = ClapFeatureExtractor.from_pretrained(folder)
-    tok = AutoTokenizer.from_pretrained(folder)
+    model = ClapModel.from_pretrained(folder, trust_remote_code=False).eval()
+    fe = ClapFeatureExtractor.from_pretrained(folder, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     feats = fe([w.numpy() for w in waves], sampling_rate=fe.sampling_rate, return_tensors="pt")
     tokens = tok(texts, padding=True, return_tensors="pt")
     assert "token_type_ids" not in tokens  # the saved tokenizer carries model_input_names

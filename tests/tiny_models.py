@@ -53,7 +53,8 @@ def make_tiny_clap(folder: str | os.PathLike, seed: int = 0) -> str:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), model_input_names=["input_ids", "attention_mask"])
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), model_input_names=["input_ids", "attention_mask"],
+                                              trust_remote_code=False)
     tokenizer.model_max_length = 64
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)

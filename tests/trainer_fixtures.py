@@ -67,9 +67,10 @@ def _names(db) -> list[str]:
 
 
 def write_set(store_uri: str, name: str, rows: list[dict], dim: int = DIM, seed: int = 0,
-              teachers: bool = True, nan_rows: tuple[int, ...] = ()) -> int:
+              teachers: bool = True, nan_rows: tuple[int, ...] = (), model_sha256: str | None = None) -> int:
     """One overwrite of set_<name> plus its catalog row (what curator's write_set does); returns the
-    version. `nan_rows` get absurd teacher vectors (1e20: finite, so LanceDB stores them, but their
+    version. The synthetic teacher vectors come from no model's files, so the catalog names no
+    `model_sha256` unless the test passes the folder fingerprint of a real teacher. `nan_rows` get absurd teacher vectors (1e20: finite, so LanceDB stores them, but their
     similarities overflow float32 and the soft-label loss turns NaN)."""
     db = lancedb.connect(store_uri)
     schema = set_rows(dim, dim)
@@ -89,7 +90,7 @@ def write_set(store_uri: str, name: str, rows: list[dict], dim: int = DIM, seed:
     t = db.create_table(set_table_name(name), table, schema=schema, mode="overwrite")
     version = int(t.version)
     row = {"name": name, "version": version, "strategy": "test", "params": json.dumps({"seed": seed}),
-           "inputs": ["audio@1"], "model_id": "teacher", "model_sha256": "0" * 64, "rows": table.num_rows,
+           "inputs": ["audio@1"], "model_id": "teacher", "model_sha256": model_sha256, "rows": table.num_rows,
            "content_hash": content_hash(table), "created_at": datetime.now(timezone.utc)}
     catalog = pa.Table.from_pylist([row], schema=SETS)
     if "sets" in _names(db):

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from curator.cli.common import StoreContext, run_main
+from curator.cli.common import EXIT_CODES, StoreContext, run_main, script_friendly
 
 # name -> (module under curator.cli, attribute, one-line help shown by `curator --help`).
 # The one-line help must equal the command's own first docstring line (a test checks it).
@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "embed": ("embed", "embed",
              "Embed clips and/or texts with a registered model into emb_<model>_audio / emb_<model>_text."),
     "import-embeddings": ("embed", "import_embeddings",
-                         "Import vectors made elsewhere: parquet (id + vector columns) or .npy with --ids."),
+                         "Import vectors made elsewhere: parquet (id + vector columns), .npy with --ids, or a folder of shards."),
     "match": ("match", "match",
              "Score every caption against every clip of a model and keep pairs >= THRESHOLD."),
     "sweep": ("match", "sweep",
@@ -62,7 +62,7 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(f"curator.cli.{module}"), attr)
+        return script_friendly(getattr(importlib.import_module(f"curator.cli.{module}"), attr))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, short) for name, (_, _, short) in COMMANDS.items()]
@@ -70,17 +70,22 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES)
 @click.option("--store", "store_uri", envvar="CURATOR_STORE", default="./store", show_default=True,
               help="Store folder or URI (env CURATOR_STORE).")
 @click.pass_context
 def cli(ctx: click.Context, store_uri: str) -> None:
     """Embedding store and semi-supervised curation for audio-text models.
 
+    --store may also follow the command (`curator tables --store S`). List and report commands take
+    --format table|csv|json: csv has no trailing blank line, json is one JSON array of row objects.
+
     \b
     Example:
       curator --store ./store ingest audio ./clips --source esc50
       curator query "select source, count(*) from audio group by 1"
+      curator query "select count(*) as n from audio" --format csv | tail -n 1
     """
     ctx.obj = StoreContext(store_uri)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curator.cli.common import echo_table, pass_store
+from curator.cli.common import echo_report, echo_table, format_option, pass_store
 from curator.curate.catalog import EXPORT_FORMATS, diff_sets, export_set, format_lineage, list_sets, show_set, tag_set
 
 DIFF_COLUMNS = ["audio_id", "text_id", "text", "score", "label"]
@@ -24,7 +24,7 @@ def sets():
 
 
 @sets.command("list")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@format_option()
 @pass_store
 def list_cmd(ctx, fmt):
     """List every set version with strategy, rows, model, tags and content hash.
@@ -34,7 +34,7 @@ def list_cmd(ctx, fmt):
       curator sets list --format csv
     """
     table = list_sets(ctx.store(create=False))
-    if table.num_rows == 0:
+    if table.num_rows == 0 and fmt == "table":
         click.echo("no sets yet; build one with `curator build du|ds|ads` or `curator pseudo-label`")
         return
     echo_table(table, fmt)
@@ -42,24 +42,33 @@ def list_cmd(ctx, fmt):
 
 @sets.command("show")
 @click.argument("ref")
+@format_option(("table", "json"))
 @pass_store
-def show_cmd(ctx, ref):
+def show_cmd(ctx, ref, fmt):
     """Show a set version's lineage: params, inputs, model, and parent sets back to round 0.
 
     \b
     Example:
       curator sets show pl_r2@latest-good
-      curator sets show ads_esc@3
+      curator sets show ads_esc@3 --format json
     """
-    click.echo("\n".join(format_lineage(show_set(ctx.store(create=False), ref))))
+    lineage = show_set(ctx.store(create=False), ref)
+    if fmt == "json":  # the same tree: a set's parents are sets and models, a model's the set it was trained on
+        import dataclasses
+        import json
+
+        click.echo(json.dumps(dataclasses.asdict(lineage), default=str))
+        return
+    click.echo("\n".join(format_lineage(lineage)))
 
 
 @sets.command("diff")
 @click.argument("ref_a")
 @click.argument("ref_b")
 @click.option("--limit", type=int, default=20, show_default=True, help="Rows of each side to print (0: counts only).")
+@format_option()
 @pass_store
-def diff_cmd(ctx, ref_a, ref_b, limit):
+def diff_cmd(ctx, ref_a, ref_b, limit, fmt):
     """Rows added and removed from REF_A to REF_B, keyed by (audio_id, text_id).
 
     \b
@@ -67,6 +76,15 @@ def diff_cmd(ctx, ref_a, ref_b, limit):
       curator sets diff du@1 du@2 --limit 5
     """
     d = diff_sets(ctx.store(create=False), ref_a, ref_b)
+    if fmt != "table":  # csv / json: the changed rows (up to --limit per side), with a `change` column
+        import pyarrow as pa
+
+        parts = [rows.select(DIFF_COLUMNS).slice(0, limit).append_column(
+            "change", pa.array([change] * min(limit, rows.num_rows), pa.string())) for change, rows in
+            (("added", d.added), ("removed", d.removed))]
+        echo_report({"a": d.a.ref, "b": d.b.ref, "added": d.added.num_rows, "removed": d.removed.num_rows,
+                     "common": d.common}, fmt, [], pa.concat_tables(parts))
+        return
     click.echo(f"{d.a.ref} -> {d.b.ref}: +{d.added.num_rows} added, -{d.removed.num_rows} removed, "
                f"{d.common} in both")
     for title, rows in (("added", d.added), ("removed", d.removed)):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from curator.store.store import Store
-from schemas.errors import CuratorError
+from schemas.errors import CuratorError, os_error_line
 
 
 class StoreContext:
@@ -24,6 +25,36 @@ class StoreContext:
 
 
 pass_store = click.make_pass_decorator(StoreContext)
+
+EXIT_CODES = ("Exit codes: 0 ok; 1 some items failed and were recorded (table errors) or a check found "
+              "problems; 2 bad input (one `error: ...` line on stderr); 130 interrupted (rerun to resume).")
+FORMATS = ("table", "csv", "json")
+FORMAT_HELP = ("table for a terminal; csv (header + rows, no trailing blank line); json (one JSON array of "
+               "row objects).")
+
+
+def format_option(choices=FORMATS):
+    """The `--format` option of every list or report command (the same help everywhere)."""
+    return click.option("--format", "fmt", type=click.Choice(list(choices)), default="table", show_default=True,
+                        help=FORMAT_HELP)
+
+
+def _late_store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(StoreContext).uri = value
+
+
+def script_friendly(command: click.Command) -> click.Command:
+    """Give a command (and a group's subcommands) `--store` after the subcommand name too
+    (`curator tables --store S` = `curator --store S tables`) and the exit codes in its --help."""
+    if not any(p.name == "late_store" for p in command.params):
+        command.params.append(click.Option(["--store", "late_store"], expose_value=False, callback=_late_store,
+                                           metavar="URI", help="Store folder or URI (same as `curator --store`)."))
+        if not command.epilog:
+            command.epilog = EXIT_CODES
+    for sub in getattr(command, "commands", {}).values():
+        script_friendly(sub)
+    return command
 
 
 def option_group(*options):
@@ -56,9 +87,16 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # one line, not click's usage block
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except OSError as exc:
+        click.echo(f"error: {os_error_line(exc)}", err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -67,18 +105,48 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
         return 130
 
 
+def check_out_path(out: str | None) -> None:
+    """Refuse an --out whose folder does not exist (or is not a folder) before any work is done."""
+    if not out:
+        return
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise CuratorError(f"--out {out}: folder {folder} does not exist")
+    if os.path.isdir(out):
+        raise CuratorError(f"--out {out}: is a folder; give a file path")
+
+
+def _flat_for_csv(df):
+    """CSV has no nested values: list / struct columns are written as JSON text."""
+    import json
+
+    import polars as pl
+
+    nested = [name for name, dtype in df.schema.items() if dtype.is_nested()]
+    if not nested:
+        return df
+    return df.with_columns([
+        pl.Series(name, [None if v is None else json.dumps(v, default=str) for v in df.get_column(name).to_list()],
+                  dtype=pl.String) for name in nested])
+
+
 def echo_table(table, fmt: str = "table", out: str | None = None) -> None:
     """Print or write an Arrow table as table / csv / json / parquet."""
     import polars as pl
 
+    check_out_path(out)
     df = pl.from_arrow(table)
     if fmt == "parquet":
         if not out:
             raise CuratorError("--format parquet needs --out PATH")
-        df.write_parquet(out)
+        try:
+            df.write_parquet(out)
+        except OSError as exc:
+            raise CuratorError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         return
     if fmt == "csv":
-        text = df.write_csv()
+        # polars ends every row with a newline and echo adds one: no blank last line for `| tail -n 1`
+        text = _flat_for_csv(df).write_csv().rstrip("\n")
     elif fmt == "json":
         text = df.write_json()
     else:
@@ -86,10 +154,38 @@ def echo_table(table, fmt: str = "table", out: str | None = None) -> None:
                        tbl_formatting="ASCII_MARKDOWN", tbl_hide_column_data_types=True):
             text = str(df)
     if out:
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        try:
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError as exc:
+            raise CuratorError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     else:
         click.echo(text)
+
+
+def echo_report(record: dict, fmt: str, lines: list[str], table=None) -> None:
+    """A report command's output: `lines` (and `table`) for a terminal; with --format json one JSON
+    object (`record`, plus `rows`: the table's rows); with csv the table, or `record` as one row.
+    With csv / json, stdout carries only the data, so a script can parse it whole."""
+    import json
+
+    if fmt == "table":
+        for line in lines:
+            click.echo(line)
+        if table is not None and table.num_rows:
+            echo_table(table)
+    elif fmt == "json":
+        doc = dict(record)
+        if table is not None:
+            doc["rows"] = table.to_pylist()
+        click.echo(json.dumps(doc, default=str))
+    else:
+        import pyarrow as pa
+
+        if table is None:
+            flat = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in record.items()}
+            table = pa.Table.from_pylist([flat])
+        echo_table(table, "csv")
 
 
 def progress(iterable=None, total=None, desc: str = "", unit: str = "it"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pyarrow as pa
 
-from curator.cli.common import echo_table, option_group, pass_store
+from curator.cli.common import echo_report, format_option, option_group, pass_store
 from curator.curate.catalog import write_set
 from curator.curate.decisions import read_decisions
 from curator.curate.guard import DEFAULT_THRESHOLD, find_contamination, record_contamination
@@ -24,6 +24,7 @@ _common = option_group(
                  help="Review decisions (CSV/JSON: text_id,audio_id,decision): rejected pairs are dropped."),
     click.option("--keep-accepted", is_flag=True, help="With --decisions: keep accepted pairs even below τ."),
     click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes."),
+    format_option(),
 )
 
 
@@ -40,16 +41,21 @@ _match = option_group(
 )
 
 
-def _write(store, name, build, allow_empty):
+def _write(store, name, build, allow_empty, fmt="table"):
     resolved, written = write_set(store, name, build.rows, build.strategy, build.params, build.inputs, build.model,
                                   allow_empty=allow_empty)
     unchanged = not written
-    click.echo(f"{'unchanged' if unchanged else 'built'}: set {resolved.ref} strategy={resolved.strategy} "
-               f"rows={resolved.rows} hash={resolved.content_hash[:12]}"
-               + (" (same rows, params and inputs as the latest version; nothing written)" if unchanged else ""))
-    for key, value in sorted(build.stats.items()):
-        if key != "per_class":
-            click.echo(f"  {key}: {value}")
+    lines = [f"{'unchanged' if unchanged else 'built'}: set {resolved.ref} strategy={resolved.strategy} "
+             f"rows={resolved.rows} hash={resolved.content_hash[:12]}"
+             + (" (same rows, params and inputs as the latest version; nothing written)" if unchanged else "")]
+    lines += [f"  {key}: {value}" for key, value in sorted(build.stats.items()) if key != "per_class"]
+    per_class = build.stats.get("per_class") or {}
+    table = (pa.Table.from_pylist([{"label": k, "clips": v} for k, v in per_class.items()],
+                                  schema=pa.schema([("label", pa.string()), ("clips", pa.int64())]))
+             if per_class else None)
+    record = {"set": resolved.ref, "strategy": resolved.strategy, "rows": resolved.rows,
+              "content_hash": resolved.content_hash, "written": bool(written), "stats": build.stats}
+    echo_report(record, fmt, lines, table)
     return resolved
 
 
@@ -74,7 +80,7 @@ def build():
 @click.option("--pairs-where", metavar="SQL", help="Teacher-training captions: SQL over `texts` (default: all "
               "captions with a paired clip).")
 @pass_store
-def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
            threshold, top_k, per, pool_where, device, max_memory, pairs_where):
     """Domain-unspecific: teacher-training captions × wild clips, score ≥ τ.
 
@@ -87,7 +93,7 @@ def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
     opts = MatchOptions(threshold, top_k, per, device, parse_memory(max_memory))
     b = build_du(store, model_name, opts, pool_where, pairs_where,
                  allow_contaminated, _decisions(decisions_path), keep_accepted)
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @build.command("pairs")
@@ -97,8 +103,9 @@ def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
 @click.option("--model", "model_name", help="Attach this model's vectors (needed for soft-label replay).")
 @click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@format_option()
 @pass_store
-def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_empty):
+def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_empty, fmt):
     """The captioned training pairs themselves, as a set (to train a first teacher, or to replay).
 
     \b
@@ -109,7 +116,7 @@ def pairs_cmd(ctx, set_name, pairs_where, model_name, allow_contaminated, allow_
     from curator.curate.pairs import build_pairs
 
     store = ctx.store(create=False)
-    _write(store, set_name, build_pairs(store, pairs_where, model_name, allow_contaminated), allow_empty)
+    _write(store, set_name, build_pairs(store, pairs_where, model_name, allow_contaminated), allow_empty, fmt)
 
 
 _ds_options = option_group(
@@ -127,7 +134,7 @@ _ds_options = option_group(
 @click.option("--threshold", type=float, required=True, help="Keep pairs whose caption's best prompt similarity ≥ τ_ds "
               "(0.6-0.75 in the paper).")
 @pass_store
-def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
            pairs_where, text_model, label_set, threshold):
     """Domain-specific: teacher-training pairs whose caption is close to a label prompt.
 
@@ -139,7 +146,7 @@ def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
     store = ctx.store(create=False)
     b = build_ds(store, model_name, DSOptions(label_set, threshold, pairs_where, text_model), allow_contaminated,
                  _decisions(decisions_path), keep_accepted)
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @build.command("ads")
@@ -150,7 +157,7 @@ def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
 @click.option("--label-set", help="Compute DS on the fly from this label set instead of --from-set.")
 @click.option("--ds-threshold", type=float, help="τ_ds for the on-the-fly DS step.")
 @pass_store
-def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty,
+def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
             threshold, top_k, per, pool_where, device, max_memory, pairs_where, text_model, from_set, label_set,
             ds_threshold):
     """Augmented domain-specific: DS captions × wild clips, score ≥ τ.
@@ -171,7 +178,7 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
     opts = MatchOptions(threshold, top_k, per, device, parse_memory(max_memory))
     b = build_ads(store, model_name, opts, pool_where, from_set, ds,
                   allow_contaminated, _decisions(decisions_path), keep_accepted)
-    _write(store, set_name, b, allow_empty)
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @click.command("pseudo-label")
@@ -186,9 +193,10 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
               help="Take p(c|x) from a trained classifier checkpoint instead of zero-shot scores.")
 @click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no clip passes.")
+@format_option()
 @pass_store
 def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_where, max_per_class, temperature,
-                 classifier, allow_contaminated, allow_empty):
+                 classifier, allow_contaminated, allow_empty, fmt):
     """Pseudo-label unlabelled clips from zero-shot scores (or a classifier) and keep the confident ones.
 
     \b
@@ -199,10 +207,7 @@ def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_whe
     store = ctx.store(create=False)
     opts = PseudoOptions(label_set, min_confidence, audio_where, max_per_class, temperature, classifier)
     b = build_pseudo(store, model_name, opts, allow_contaminated)
-    _write(store, set_name, b, allow_empty)
-    counts = b.stats.get("per_class", {})
-    echo_table(pa.Table.from_pylist([{"label": k, "clips": v} for k, v in counts.items()],
-                                    schema=pa.schema([("label", pa.string()), ("clips", pa.int64())])))
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @click.command("guard")
@@ -212,8 +217,9 @@ def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_whe
 @click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="Audio-audio cosine at or above which a pool clip counts as a duplicate.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N].")
+@format_option()
 @pass_store
-def guard(ctx, model_name, pool_where, eval_where, threshold, device):
+def guard(ctx, model_name, pool_where, eval_where, threshold, device, fmt):
     """Find pool clips that duplicate evaluation clips and exclude them from later builds.
 
     Duplicates: same clip, same sha1 content hash, or audio-vector cosine ≥ threshold. Findings
@@ -230,10 +236,10 @@ def guard(ctx, model_name, pool_where, eval_where, threshold, device):
     model = get_model(store, model_name) if model_name else None
     rows = find_contamination(store, pool_where, eval_where, model, threshold, device)
     added = record_contamination(store, rows) if rows.num_rows else 0
-    click.echo(f"{rows.num_rows} contaminated pair(s) found, {added} new; "
-               f"{len(set(rows.column('audio_id').to_pylist()))} pool clip(s) excluded from builds")
-    if rows.num_rows:
-        echo_table(rows.select(["audio_id", "eval_audio_id", "reason", "similarity"]))
+    excluded = len(set(rows.column("audio_id").to_pylist()))
+    echo_report({"found": rows.num_rows, "new": added, "excluded_clips": excluded}, fmt,
+                [f"{rows.num_rows} contaminated pair(s) found, {added} new; {excluded} pool clip(s) excluded "
+                 f"from builds"], rows.select(["audio_id", "eval_audio_id", "reason", "similarity"]))
 
 
 @build.command("labelled")
@@ -244,8 +250,9 @@ def guard(ctx, model_name, pool_where, eval_where, threshold, device):
 @click.option("--model", "model_name", help="Attach this model's clip and prompt vectors (needs --label-set).")
 @click.option("--allow-contaminated", is_flag=True, help="Keep clips recorded by `curator guard`.")
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@format_option()
 @pass_store
-def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contaminated, allow_empty):
+def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contaminated, allow_empty, fmt):
     """The labelled clips as a set: label = the clip's first label (round 0 of pseudo-labelling).
 
     \b
@@ -258,8 +265,7 @@ def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contam
 
     store = ctx.store(create=False)
     b = build_labelled(store, audio_where, label_set, model_name, allow_contaminated)
-    _write(store, set_name, b, allow_empty)
-    _per_class(b.stats.get("per_class", {}))
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 @build.command("union")
@@ -267,8 +273,9 @@ def labelled_cmd(ctx, set_name, audio_where, label_set, model_name, allow_contam
 @click.option("--from", "refs", multiple=True, required=True, metavar="REF",
               help="Input set (name, name@N, name@tag); repeat. A clip in several inputs keeps the first's rows.")
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no row passes.")
+@format_option()
 @pass_store
-def union_cmd(ctx, set_name, refs, allow_empty):
+def union_cmd(ctx, set_name, refs, allow_empty, fmt):
     """Rows of several sets as one set (e.g. labelled + pseudo-labelled clips for retraining).
 
     Teacher vectors are kept when every input carries the same model's; otherwise they are
@@ -282,13 +289,7 @@ def union_cmd(ctx, set_name, refs, allow_empty):
 
     store = ctx.store(create=False)
     b = build_union(store, list(refs))
-    _write(store, set_name, b, allow_empty)
-
-
-def _per_class(counts: dict) -> None:
-    if counts:
-        echo_table(pa.Table.from_pylist([{"label": k, "clips": v} for k, v in counts.items()],
-                                        schema=pa.schema([("label", pa.string()), ("clips", pa.int64())])))
+    _write(store, set_name, b, allow_empty, fmt)
 
 
 COMMANDS = (build, pseudo_label, guard)

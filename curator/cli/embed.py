@@ -80,23 +80,37 @@ def embed(ctx, model, do_audio, do_texts, where, batch_size, device, shard, long
 
 
 @click.command("import-embeddings")
-@click.option("--model", required=True, help="Registered model the vectors come from.")
+@click.option("--model", required=True, help="Registered model (name or folder) the vectors come from.")
 @click.option("--modality", required=True, type=click.Choice(["audio", "text"]))
 @click.option("--ids", "ids_path", type=click.Path(exists=True, dir_okay=False),
               help="For a .npy file: ids, one per line, in row order.")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--id-column", help="Id column of the parquet files (default: id, else audio_id / text_id).")
+@click.argument("path", type=click.Path(exists=True))
 @pass_store
-def import_embeddings(ctx, model, modality, ids_path, file):
-    """Import vectors made elsewhere: parquet (id + vector columns) or .npy with --ids.
+def import_embeddings(ctx, model, modality, ids_path, id_column, path):
+    """Import vectors made elsewhere: parquet (id + vector columns), .npy with --ids, or a folder of shards.
 
     Checks that every id exists in audio / texts and the dimension is the model's; vectors are
     L2-normalised; ids that already have a vector are skipped.
+
+    A folder is read shard by shard in bounded memory: NAME.npy with the parquet of ids NAME.parquet
+    beside it, or ..._K.npy with metadata/metadata_K.parquet (the clip-retrieval / embedding-reader
+    layout), and parquet shards with id + vector columns. Each shard is checked whole before it is
+    written; finished shards are recorded in the `imports` table and skipped by a rerun.
 
     \b
     Examples:
       curator import-embeddings --model clap --modality audio vectors.parquet
       curator import-embeddings --model clap --modality text vecs.npy --ids text_ids.txt
+      curator models add teamclap --kind external --dim 512
+      curator import-embeddings --model teamclap --modality audio ./embeddings/   # audio_emb/*.npy + metadata/
     """
     from curator.embed.importing import import_embeddings as run_import
 
-    click.echo(run_import(ctx.store(create=False), model, modality, file, ids_path).line())
+    bar = progress(desc="shards", unit="shard")
+    try:
+        summary = run_import(ctx.store(create=False), model, modality, path, ids_path, id_column,
+                             progress=lambda _name: bar.update(1))
+    finally:
+        bar.close()
+    click.echo(summary.line())

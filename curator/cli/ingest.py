@@ -32,11 +32,14 @@ def ingest() -> None:
 @click.option("--time-column", help="CSV column holding the recording timestamp (ISO 8601 or epoch seconds).")
 @click.option("--id-column", help="CSV column holding your own audio_id.")
 @click.option("--labelled-column", help="CSV column saying whether the label may be used (0/1, true/false).")
+@click.option("--allow-outside-root", is_flag=True, help="Keep manifest rows whose path leaves --audio-root, with "
+              "their absolute path as identity (default: refused).")
 @click.option("--workers", type=int, help="Threads reading headers and hashing (default: one per core; more for "
               "network storage).")
 @pass_store
 def ingest_audio_cmd(ctx, src, source, split, labels_from_dirs, preset, audio_root, path_template, label_column,
-                     fold_column, split_column, city_column, time_column, id_column, labelled_column, workers):
+                     fold_column, split_column, city_column, time_column, id_column, labelled_column, allow_outside_root,
+                     workers):
     """Ingest a folder (recursively: wav, flac, ogg, mp3) or a manifest CSV.
 
     Reads only headers and a content hash; re-ingesting the same files adds nothing. Unreadable
@@ -51,14 +54,20 @@ def ingest_audio_cmd(ctx, src, source, split, labels_from_dirs, preset, audio_ro
     """
     columns = manifest_columns(preset, path=path_template, label=label_column, fold=fold_column, split=split_column,
                                city=city_column, time=time_column, audio_id=id_column, labelled=labelled_column)
-    source, specs = find_clips(src, source, split, labels_from_dirs, preset, audio_root, columns)
+    source, specs = find_clips(src, source, split, labels_from_dirs, preset, audio_root, columns, allow_outside_root)
     store = ctx.store()
     with progress(total=len(specs), desc="ingest", unit="clip") as bar:
         report = ingest_audio(store, specs, workers=workers, on_progress=bar.update)
     for uri, reason in report.failed:
         click.echo(f"error: {uri}: {reason}", err=True)
-    click.echo(f"audio: {report.added} added, {report.existing} already in store, {len(report.failed)} failed "
-               f"(source {source!r}, {store.table_ref('audio')})")
+    where = store.table_ref("audio") if store.has("audio") else "no audio table yet"
+    changed = f", {len(report.changed)} changed since last ingest" if report.changed else ""
+    click.echo(f"audio: {report.added} added, {report.existing} already in store{changed}, {len(report.failed)} failed "
+               f"(source {source!r}, {where})")
+    if report.changed:
+        shown = ", ".join(report.changed[:3]) + (" ..." if len(report.changed) > 3 else "")
+        click.echo(f"note: new content recorded for {shown}; their old vectors were dropped (run `curator embed` "
+                   "again)", err=True)
     if report.failed:
         click.echo(f"{len(report.failed)} file(s) could not be read; see `curator query \"select * from errors\"`",
                    err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curator.cli.common import echo_table, pass_store
+from curator.cli.common import check_out_path, echo_table, format_option, pass_store
 from curator.store.sql import parse_at, query
 
 
@@ -19,19 +19,28 @@ from curator.store.sql import parse_at, query
 def query_cmd(ctx, sql, fmt, out, at_specs):
     """Run DuckDB SQL over the store: every table is a view of the same name.
 
+    One read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); COPY, ATTACH,
+    INSTALL, LOAD, SET, PRAGMA and statements that change tables are refused. A SELECT may read
+    a CSV or Parquet file of your own (`from 'my.csv'`); --out is the only way to write a file.
+
     \b
     Examples:
       curator query "select source, count(*) n from audio group by 1"
       curator query --at audio@1 "select count(*) from audio"
       curator query "select * from candidates where score > 0.5" --format parquet --out pairs.parquet
     """
+    from schemas.filters import read_only_statement
+
+    read_only_statement(sql)
+    check_out_path(out)
     store = ctx.store(create=False)
     echo_table(query(store, sql, parse_at(at_specs)), fmt, out)
 
 
 @click.command("tables")
+@format_option()
 @pass_store
-def tables_cmd(ctx):
+def tables_cmd(ctx, fmt):
     """List the store's tables with rows, current version and size on disk.
 
     \b
@@ -45,13 +54,14 @@ def tables_cmd(ctx):
         [{"table": i.name, "rows": i.rows, "version": i.version,
           "size_mb": None if i.size_bytes is None else round(i.size_bytes / 1e6, 3)} for i in infos],
         schema=pa.schema([("table", pa.string()), ("rows", pa.int64()), ("version", pa.int64()),
-                          ("size_mb", pa.float64())])))
+                          ("size_mb", pa.float64())])), fmt)
 
 
 @click.command("versions")
 @click.argument("table")
+@format_option()
 @pass_store
-def versions_cmd(ctx, table):
+def versions_cmd(ctx, table, fmt):
     """List the versions of a table (with tags); any of them can be read with `query --at`.
 
     \b
@@ -61,7 +71,7 @@ def versions_cmd(ctx, table):
     import pyarrow as pa
 
     rows = ctx.store(create=False).versions(table)
-    echo_table(pa.Table.from_pylist([{**r, "tags": ", ".join(r["tags"])} for r in rows]))
+    echo_table(pa.Table.from_pylist([{**r, "tags": ", ".join(r["tags"])} for r in rows]), fmt)
 
 
 @click.command("tag")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from curator.store.sql import query
+from curator.store.sql import filter_query
 from curator.store.store import Store, now
 from curator.store.vectors import read_vectors
 from schemas.errors import ParameterError
@@ -24,7 +24,7 @@ DEFAULT_THRESHOLD = 0.98
 def _clips(store: Store, where: str, what: str) -> pa.Table:
     if not store.has("audio"):
         raise ParameterError("store has no audio table; ingest audio first")
-    rows = query(store, f"select audio_id, sha1 from audio where {where} order by audio_id")
+    rows = filter_query(store, "select audio_id, sha1 from audio", where, what, "order by audio_id")
     if rows.num_rows == 0:
         raise ParameterError(f"{what} {where!r} selects no clips")
     return rows

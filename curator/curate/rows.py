@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from curator.curate.guard import contaminated_ids
 from curator.models.registry import ModelRecord, get_model
-from curator.store.sql import query
+from curator.store.sql import filter_query, query
 from curator.store.store import Store
 from curator.store.vectors import VectorBlocks, check_model, open_vectors, vector_array
 from schemas.errors import ModelError, ParameterError, StoreError
@@ -63,9 +63,12 @@ def select_texts(store: Store, lin: Lineage, where: str, extra: str | None, what
     """texts rows (text_id, text, audio_id, label) matching a fixed condition and the user's filter."""
     require(store, "texts", "ingest captions or labels first")
     lin.add_table("texts")
-    cond = f"({where})" + (f" and ({extra})" if extra else "")
-    sql = f"select text_id, text, audio_id, label from texts where {cond} order by text_id"
-    rows = query(store, sql, params=params)
+    # `where` is ours; `extra` is the user's filter, checked to be one expression by filter_query
+    select = "select text_id, text, audio_id, label from texts"
+    if extra:
+        rows = filter_query(store, select, extra, what, "order by text_id", params, fixed=where)
+    else:
+        rows = query(store, f"{select} where ({where}) order by text_id", params=params)
     if rows.num_rows == 0:
         raise ParameterError(f"{what} selects no texts" + (f" (filter {extra!r})" if extra else ""))
     return rows
@@ -80,7 +83,7 @@ def select_clips(store: Store, lin: Lineage, where: str | None, what: str, allow
     if ids is not None:
         meta = meta.filter(pc.is_in(meta.column("audio_id"), value_set=pa.array(ids, pa.string())))
     if where:
-        chosen = query(store, f"select audio_id from audio where {where}").column("audio_id")
+        chosen = filter_query(store, "select audio_id from audio", where, what).column("audio_id")
         meta = meta.filter(pc.is_in(meta.column("audio_id"), value_set=chosen.combine_chunks()))
     if ids is None and meta.num_rows == 0:
         raise ParameterError(f"{what} {where!r} selects no clips (empty pool)")

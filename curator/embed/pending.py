@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curator.ingest.audio import sha1_of
 from curator.models.registry import ModelRecord
 from curator.store.sql import ids_where
 from curator.store.store import Store
@@ -53,6 +55,37 @@ def done_ids(store: Store, record: ModelRecord, modality: str) -> pa.Array:
     return store.read(name, columns=[ID_COLUMN[modality]]).column(0).combine_chunks()
 
 
+def changed_since_ingest(store: Store, items: list[tuple[str, str]]) -> list[dict]:
+    """Before clips are embedded: a file whose size differs from its ingest, or that was modified
+    after it, is re-hashed; content that is not what was ingested (another sha1) must not be
+    embedded under the old clip's id. Returns those as failure rows (item_id, uri, message)."""
+    if not items:
+        return []
+    meta = store.read("audio", columns=["audio_id", "sha1", "size_bytes", "ingested_at"])
+    known = {r["audio_id"]: r for r in meta.to_pylist()}
+    changed = []
+    for item_id, uri in items:
+        row = known.get(item_id)
+        if not row or not row["sha1"]:
+            continue
+        try:
+            st = os.stat(uri)
+        except OSError:
+            continue  # a missing file fails at decode and is recorded in `errors`
+        stamp = row["ingested_at"]
+        if st.st_size == row["size_bytes"] and (stamp is None or st.st_mtime <= stamp.timestamp()):
+            continue
+        try:
+            same = sha1_of(Path(uri)) == row["sha1"]
+        except OSError:
+            continue
+        if not same:
+            changed.append({"item_id": item_id, "uri": uri,
+                            "message": f"{uri}: changed since it was ingested (sha1 differs from {row['sha1'][:12]}); "
+                                       "re-ingest it to record the new content, then embed"})
+    return changed
+
+
 def pending_items(store: Store, record: ModelRecord, modality: str, where: str | None = None,
                   shard: tuple[int, int] = (0, 1)) -> tuple[list[tuple[str, str]], int, int]:
     """(items to embed as (id, uri-or-text), selected in shard, already done) for one shard."""
@@ -61,7 +94,7 @@ def pending_items(store: Store, record: ModelRecord, modality: str, where: str |
     if not store.has(source):
         raise StoreError(f"store has no {source!r} table; ingest {'audio' if modality == 'audio' else 'texts'} first")
     rows = store.read(source, columns=[id_col, payload])
-    wanted = ids_where(store, source, id_col, where)
+    wanted = ids_where(store, source, id_col, where, "--where")
     if wanted is not None:
         rows = rows.filter(pc.is_in(rows.column(id_col), value_set=pa.array(wanted, pa.string())))
     ids = rows.column(id_col).to_pylist()

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from curator.embed.batch import audio_batch, decode, text_batch
-from curator.embed.pending import pending_items
+from curator.embed.pending import changed_since_ingest, pending_items
 from curator.embed.writer import FLUSH_ROWS, BufferedWriter, ensure_table
 from curator.models.registry import ModelRecord, get_model
 from curator.models.teachers import load_teacher
@@ -114,11 +114,21 @@ def embed(store: Store, model: str, modality: str, where: str | None = None, bat
     `progress_factory(total, desc)` may return a callable(n) to report progress (the CLI's bar).
     """
     record = get_model(store, model)
+    record.check_loadable()
     _check_modality(record, modality)
     items, selected, already = pending_items(store, record, modality, where, shard)
     summary = EmbedSummary(record.model_id, modality, record.table(modality), shard, selected, already)
     if not items:
         return summary
+    if modality == "audio":
+        changed = changed_since_ingest(store, items)
+        if changed:  # never embedded under the old clip's id; recorded like any failing clip
+            store.record_errors([{**f, "stage": "embed"} for f in changed])
+            summary.failures.extend(changed)
+            skip = {f["item_id"] for f in changed}
+            items = [it for it in items if it[0] not in skip]
+        if not items:
+            return summary
     teacher = load_teacher(record, device, amp=amp)
     bar = progress_factory(len(items), f"{record.model_id} {modality}") if progress_factory else None
     try:

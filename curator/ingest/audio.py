@@ -7,8 +7,11 @@ reason and the rest carries on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import stat
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +33,12 @@ BATCH = 2000
 class IngestReport:
     added: int = 0
     existing: int = 0
+    changed: list[str] = field(default_factory=list)  # uris whose content changed since their last ingest
     failed: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
 
     @property
     def seen(self) -> int:
-        return self.added + self.existing + len(self.failed)
+        return self.added + self.existing + len(self.changed) + len(self.failed)
 
 
 # -- reading one clip -----------------------------------------------------------------------------
@@ -65,7 +69,12 @@ def _read_header(path: Path, probe_frames: int = 256):
                 fh.seek(frames - probe_frames)
                 tail = fh.read(probe_frames, dtype="int16")
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise CuratorError(f"not a readable audio file ({str(exc).splitlines()[-1].strip()})") from None
+        reason = str(exc).splitlines()[-1].strip()
+        if "possibly a pipe" in reason or "not a regular file" in reason:
+            # libsndfile's message when no decoder recognises the bytes; the file was checked to be
+            # a regular file above, so say what it means here.
+            reason = "format not recognised or data corrupt"
+        raise CuratorError(f"not a readable audio file ({reason})") from None
     if len(head) == 0 or len(tail) == 0:
         raise CuratorError("corrupt audio data (the header promises samples the file does not hold)")
     return frames, sr, channels, fmt
@@ -76,7 +85,11 @@ def probe(spec: ClipSpec) -> dict:
     path = spec.path
     if not path.exists():
         raise CuratorError("file not found")
-    size = path.stat().st_size
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a folder" if stat.S_ISDIR(st.st_mode) else "a device or socket"
+        raise CuratorError(f"not a regular file ({kind})")
+    size = st.st_size
     if size == 0:
         raise CuratorError("empty file (0 bytes)")
     frames, sr, channels, fmt = _read_header(path)
@@ -98,6 +111,26 @@ def probe(spec: ClipSpec) -> dict:
     }
 
 
+@contextlib.contextmanager
+def quiet_decoders():
+    """Silence what C decoders (libmpg123 inside libsndfile) print straight to the process's stderr
+    while headers are probed: a corrupt file's reason goes to `errors`, not three lines of noise."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            sys.stderr.flush()
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _probe_safe(spec: ClipSpec):
     try:
         return probe(spec), None
@@ -105,6 +138,31 @@ def _probe_safe(spec: ClipSpec):
         return None, str(exc)
     except OSError as exc:
         return None, f"cannot read file ({exc.strerror or exc})"
+
+
+def _write_rows(store: Store, rows: list[dict], report: IngestReport) -> None:
+    """Insert new clips; a clip already in the store whose content changed (another sha1) gets its
+    row updated and its vectors dropped, so `embed` makes them again from the new content."""
+    changed = []
+    if store.has("audio"):
+        known = store.read("audio", columns=["audio_id", "sha1"])
+        old = dict(zip(known.column("audio_id").to_pylist(), known.column("sha1").to_pylist()))
+        changed = [r for r in rows if r["audio_id"] in old and old[r["audio_id"]] != r["sha1"]]
+    added = store.upsert("audio", pa.Table.from_pylist(rows, schema=AUDIO))
+    report.added += added
+    report.existing += len(rows) - added - len(changed)
+    if changed:
+        store.upsert("audio", pa.Table.from_pylist(changed, schema=AUDIO), update=True)
+        drop_vectors(store, [r["audio_id"] for r in changed])
+        report.changed.extend(r["uri"] for r in changed)
+
+
+def drop_vectors(store: Store, audio_ids: list[str]) -> None:
+    """Delete the vectors of `audio_ids` from every emb_<model>_audio table."""
+    quoted = ", ".join("'" + a.replace("'", "''") + "'" for a in audio_ids)
+    for name in store.names():
+        if name.startswith("emb_") and name.endswith("_audio"):
+            store.open_existing(name).delete(f"audio_id IN ({quoted})")
 
 
 def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int | None = None,
@@ -120,7 +178,9 @@ def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int | None = 
         for start in range(0, len(specs), BATCH):
             chunk = specs[start:start + BATCH]
             rows, errors = [], []
-            for spec, (row, reason) in zip(chunk, pool.map(_probe_safe, chunk)):
+            with quiet_decoders():
+                probed = list(pool.map(_probe_safe, chunk))
+            for spec, (row, reason) in zip(chunk, probed):
                 if row is None:
                     uri = str(spec.path)
                     report.failed.append((uri, reason))
@@ -130,9 +190,7 @@ def ingest_audio(store: Store, specs: Iterable[ClipSpec], workers: int | None = 
                     row["ingested_at"] = stamp
                     rows.append(row)
             if rows:
-                added = store.upsert("audio", pa.Table.from_pylist(rows, schema=AUDIO))
-                report.added += added
-                report.existing += len(rows) - added
+                _write_rows(store, rows, report)
             store.record_errors(errors)
             if on_progress:
                 on_progress(len(chunk))

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from schemas.errors import CuratorError, SchemaError
+from schemas.ids import absolute_audio_id
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".aiff", ".aif"}
 
@@ -98,12 +99,13 @@ def manifest_columns(preset: str | None = None, **overrides: str | None) -> Mani
 def find_clips(src: str | os.PathLike, source: str | None = None, split: str | None = None,
                labels_from_dirs: bool = False, preset: str | None = None,
                audio_root: str | os.PathLike | None = None,
-               columns: ManifestColumns | None = None) -> tuple[str, list[ClipSpec]]:
+               columns: ManifestColumns | None = None, allow_outside_root: bool = False) -> tuple[str, list[ClipSpec]]:
     """(source name, clips) of a folder (scanned recursively) or a manifest CSV (preset detected
     from its header unless given or `columns` say otherwise). Refuses a source with no clips."""
     source = source or default_source(src)
     if is_manifest(src):
-        specs = read_manifest(src, source, split, columns=columns, audio_root=audio_root, preset=preset)
+        specs = read_manifest(src, source, split, columns=columns, audio_root=audio_root, preset=preset,
+                              allow_outside_root=allow_outside_root)
     else:
         specs = scan_folder(src, source, split, labels_from_dirs)
     if not specs:
@@ -143,14 +145,54 @@ def read_csv(path: Path, what: str) -> tuple[list[str], list[dict]]:
     """Header and rows of a CSV (a UTF-8 BOM, as spreadsheets write it, is tolerated)."""
     if not path.is_file():
         raise CuratorError(f"{path}: {what} not found")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        return list(reader.fieldnames or []), list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            return list(reader.fieldnames or []), list(reader)
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{path}: {what} is not UTF-8 text (undecodable byte {exc.object[exc.start]:#04x}); "
+                          "save it as UTF-8") from None
+    except csv.Error as exc:
+        raise SchemaError(f"{path}: {what} is not a readable CSV ({exc})") from None
+
+
+def _inside(root: Path, rel: str, where: str, allow_outside: bool) -> tuple[Path, str]:
+    """(path, identity path) of a manifest row's clip: relative to `root`, lexically normalised; a
+    path that leaves the root is refused unless `allow_outside`, which keeps its absolute path."""
+    path = Path(os.path.normpath(root / rel))
+    try:
+        return path, path.relative_to(root).as_posix()
+    except ValueError:
+        if not allow_outside:
+            raise SchemaError(f"{where}: {rel!r} is outside the audio root {root}; pass --allow-outside-root "
+                              "to keep such clips with their absolute path as identity") from None
+        return path, path.as_posix()
+
+
+_COMPARED = ("split", "labels", "fold", "city", "recorded_at", "audio_id")
+
+
+def _refuse_conflicts(specs: list[ClipSpec], lines: list[int], csv_path: Path) -> list[ClipSpec]:
+    """One spec per clip: identical duplicate rows collapse; rows naming one clip with different
+    fields are refused with their row numbers."""
+    first: dict[str, int] = {}
+    keep = []
+    for k, spec in enumerate(specs):
+        j = first.setdefault(spec.relative, k)
+        if j == k:
+            keep.append(spec)
+            continue
+        diff = [f for f in _COMPARED if getattr(spec, f) != getattr(specs[j], f)]
+        if diff:
+            f = diff[0]
+            raise SchemaError(f"{csv_path}: rows {lines[j]} and {lines[k]} both name {spec.relative!r} but differ in "
+                              f"{', '.join(diff)} ({getattr(specs[j], f)!r} vs {getattr(spec, f)!r}); keep one row")
+    return keep
 
 
 def read_manifest(csv_path: str | os.PathLike, source: str, split: str | None = None,
                   columns: ManifestColumns | None = None, audio_root: str | os.PathLike | None = None,
-                  preset: str | None = None) -> list[ClipSpec]:
+                  preset: str | None = None, allow_outside_root: bool = False) -> list[ClipSpec]:
     csv_path = Path(csv_path)
     header, rows = read_csv(csv_path, "manifest")
     preset = preset or (None if columns else detect_preset(header))
@@ -171,7 +213,7 @@ def read_manifest(csv_path: str | os.PathLike, source: str, split: str | None = 
                  columns.labelled]:
         if name and name not in header:
             raise SchemaError(f"{csv_path}: column {name!r} not found; columns: {', '.join(header)}")
-    specs = []
+    specs, lines = [], []
     for i, row in enumerate(rows, start=2):
         where = f"{csv_path}:{i}"
         try:
@@ -179,18 +221,21 @@ def read_manifest(csv_path: str | os.PathLike, source: str, split: str | None = 
         except KeyError as exc:
             raise SchemaError(f"{where}: path template {columns.path!r} needs column {exc.args[0]!r}; "
                               f"columns: {', '.join(header)}") from None
+        path, rel = _inside(root, rel, where, allow_outside_root)
         labelled = columns.labelled is None or (row[columns.labelled] or "").strip().lower() not in _FALSY
         label = (row.get(columns.label) or "").strip() if columns.label else ""
         fold = (row.get(columns.fold) or "").strip() if columns.fold else ""
+        lines.append(i)
         specs.append(ClipSpec(
-            path=root / rel,
-            relative=Path(rel).as_posix(),
+            path=path,
+            relative=rel,
             source=source,
             split=(row.get(columns.split) or None) if columns.split else split,
             labels=[label] if label and labelled else [],
             fold=int(fold) if fold.isdigit() else None,
             city=((row.get(columns.city) or "").strip() or None) if columns.city else None,
             recorded_at=parse_time(row.get(columns.time, ""), where) if columns.time else None,
-            audio_id=(row.get(columns.audio_id) or None) if columns.audio_id else None,
+            audio_id=((row.get(columns.audio_id) or None) if columns.audio_id
+                      else absolute_audio_id(source, rel) if rel.startswith("/") else None),
         ))
-    return specs
+    return _refuse_conflicts(specs, lines, csv_path)

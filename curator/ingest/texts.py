@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -12,7 +13,7 @@ from curator.ingest.sources import read_csv
 from curator.store.store import Store, now
 from schemas.errors import CuratorError, SchemaError
 from schemas.ids import text_id
-from schemas.tables import PROMPT_TEMPLATE, TEXTS
+from schemas.tables import PROMPT_TEMPLATE, TEXTS, check_template
 
 FILE_COLUMNS = ("file_name", "filename", "audio_id", "youtube_id", "fname", "file")
 
@@ -25,21 +26,44 @@ class TextReport:
     unlinked: list[str] = field(default_factory=list)  # file names with no clip in the store
 
 
-def _clip_index(store: Store, audio_source: str | None) -> tuple[dict[str, str], set[str]]:
-    """Map file name, relative-looking path tails and audio_id -> audio_id, for linking captions."""
-    if not store.has("audio"):
-        return {}, set()
-    audio = store.read("audio", columns=["audio_id", "uri", "source"]).to_pylist()
-    by_name: dict[str, str] = {}
-    ids = set()
-    for row in audio:
-        if audio_source and row["source"] != audio_source:
-            continue
-        ids.add(row["audio_id"])
-        p = PurePosixPath(row["uri"].replace("\\", "/"))
-        by_name.setdefault(p.name, row["audio_id"])
-        by_name.setdefault(p.stem, row["audio_id"])
-    return by_name, ids
+def _ends_with(parts: tuple[str, ...], tail: tuple[str, ...]) -> bool:
+    """Does a clip path end with `tail` (its last part as the file name or its stem)?"""
+    if len(parts) < len(tail) or tuple(parts[len(parts) - len(tail):-1]) != tail[:-1]:
+        return False
+    return parts[-1] == tail[-1] or PurePosixPath(parts[-1]).stem == tail[-1]
+
+
+class ClipIndex:
+    """Links a captions CSV's file column to clips: an audio_id, or a path relative to the audio
+    root (matched against the end of each clip's path, so `b/x.wav` never links to `a/x.wav`). A
+    bare name or stem links only when one clip has it; otherwise the error names the candidates."""
+
+    def __init__(self, store: Store, audio_source: str | None):
+        self.ids: set[str] = set()
+        self.by_name: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}  # name or stem -> (parts, id, uri)
+        if not store.has("audio"):
+            return
+        for row in store.read("audio", columns=["audio_id", "uri", "source"]).to_pylist():
+            if audio_source and row["source"] != audio_source:
+                continue
+            self.ids.add(row["audio_id"])
+            p = PurePosixPath(row["uri"].replace("\\", "/"))
+            entry = (p.parts, row["audio_id"], row["uri"])
+            self.by_name.setdefault(p.name, []).append(entry)
+            if p.stem != p.name:
+                self.by_name.setdefault(p.stem, []).append(entry)
+
+    def link(self, key: str, where: str) -> str | None:
+        if key in self.ids:
+            return key
+        rel = PurePosixPath(posixpath.normpath(key.replace("\\", "/")))
+        tail = rel.parts
+        found = {aid: uri for parts, aid, uri in self.by_name.get(rel.name, []) if _ends_with(parts, tail)}
+        if len(found) > 1:
+            shown = ", ".join(sorted(found.values())[:4]) + (" ..." if len(found) > 4 else "")
+            raise SchemaError(f"{where}: {key!r} matches {len(found)} clips ({shown}); give the path relative "
+                              "to the audio root (e.g. folder/name.wav)")
+        return next(iter(found), None)
 
 
 def ingest_captions(store: Store, csv_path: str | os.PathLike, source: str,
@@ -56,14 +80,14 @@ def ingest_captions(store: Store, csv_path: str | os.PathLike, source: str,
     if not caption_columns or missing:
         raise SchemaError(f"{csv_path}: caption column(s) {', '.join(missing) or 'caption*'} not found; "
                           f"columns: {', '.join(header)}")
-    by_name, ids = _clip_index(store, audio_source)
+    index = ClipIndex(store, audio_source)
     report = TextReport()
     out, stamp = [], now()
-    for row in rows:
+    for line, row in enumerate(rows, start=2):
         key = (row.get(file_column) or "").strip()
         if not key:
             continue
-        linked = key if key in ids else by_name.get(key) or by_name.get(PurePosixPath(key).name)
+        linked = index.link(key, f"{csv_path}:{line}")
         if linked:
             report.linked += 1
         else:
@@ -101,13 +125,17 @@ def read_labels_file(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CuratorError(f"{path}: labels file not found")
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{path}: labels file is not UTF-8 text (undecodable byte {exc.object[exc.start]:#04x}); "
+                          "save it as UTF-8") from None
+    labels = [line.strip() for line in text.splitlines()]
     return [label for label in labels if label and not label.startswith("#")]
 
 
 def ingest_labels(store: Store, label_set: str, labels: list[str], template: str = PROMPT_TEMPLATE) -> TextReport:
-    if "{label}" not in template:
-        raise CuratorError(f"template {template!r} must contain {{label}}")
+    check_template(template)
     labels = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
     if not labels:
         raise CuratorError(f"label set {label_set!r}: no labels given")

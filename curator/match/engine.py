@@ -5,10 +5,13 @@ does not depend on block shapes, BLAS kernels or the device. The matrix product 
 bf16 on a GPU) is only a prefilter: a pair whose block score is more than `margin` away from the
 bound it is compared with is decided by the block score (its error is provably below the margin);
 only pairs inside the band are re-scored canonically. So fp32, bf16 and DuckDB's double-precision
-reference keep exactly the same pairs.
+reference keep exactly the same pairs. Every kept pair is then stored with its canonical score
+(`exact.threshold_block`), never the block score.
 
 On CPU the fp32 product runs through torch (MKL) or numpy (OpenBLAS), whichever is faster here
-(timed once per process), into the same zero-copy buffer; on a GPU through torch.
+(timed once per process), into the same zero-copy buffer; on a GPU through torch. The two round
+the same product differently (~1e-8), which is why only the canonical score is ever stored: the
+choice may differ between processes, the stored scores (and so a set's content hash) do not.
 
 Margins: fp32 matmul error on unit vectors is below d * 2^-24 in the worst case, so the margin is
 max(1e-4, d * 2^-23). bf16 inputs are each off by <= 2^-9 relative, so the product is off by
@@ -18,6 +21,7 @@ under 0.006, and the margin is 0.01.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import lru_cache
@@ -28,6 +32,7 @@ import torch
 from schemas.errors import ParameterError
 from trainer.device import resolve_device
 
+BLAS_ENV = "CURATOR_BLAS"
 BF16_MARGIN = 0.01
 CPU_BLOCK = (2048, 4096)  # (rows, cols): S is 32 MB, matmul ~90% of peak, compare stays cheap
 GPU_BLOCK = (16384, 65536)
@@ -73,6 +78,9 @@ def blas_threads(n: int | None = None):
 
 
 def cpu_blas(dim: int, choice: str = "auto") -> str:
+    """The CPU BLAS of the prefilter: `choice`, else $CURATOR_BLAS (torch / numpy), else the faster one."""
+    if choice == "auto":
+        choice = os.environ.get(BLAS_ENV) or "auto"
     if choice not in ("auto", "torch", "numpy"):
         raise ParameterError(f"blas must be auto, torch or numpy, got {choice!r}")
     return _faster_blas(max(dim, 1)) if choice == "auto" else choice
@@ -185,10 +193,6 @@ class Engine:
     def canonical(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
         """float64 scores of global (row, col) pairs, identical whatever the block layout."""
         return self._pairwise(ri, ci, torch.float64)
-
-    def fp32(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
-        """float32 scores of pairs decided by a bf16 prefilter (their stored score)."""
-        return self._pairwise(ri, ci, torch.float32)
 
 
 def pairwise(rows: torch.Tensor, cols: torch.Tensor, ri: np.ndarray, ci: np.ndarray,

@@ -42,7 +42,9 @@ class ColumnRule:
 
 
 def threshold_block(eng: Engine, r0: int, r1: int, t: float, rule: ColumnRule | None):
-    """All pairs >= t of rows r0:r1 (and admitted by `rule`): global rows, cols, float32 scores."""
+    """All pairs >= t of rows r0:r1 (and admitted by `rule`): global rows, cols and their canonical
+    scores (as float32). The block score only decides; what is kept is the canonical score, so a
+    stored score (and a set's content hash) does not depend on the BLAS, the block or the device."""
     rows, cols, scores = [], [], []
     cb = eng.block[1]
     for c0 in range(0, eng.n_cols, cb):
@@ -55,8 +57,8 @@ def threshold_block(eng: Engine, r0: int, r1: int, t: float, rule: ColumnRule | 
         sure = s >= bound + eng.margin
         band = ~sure & (s >= bound - eng.margin - (2.0 ** -8 if eng.low else 0.0))
         out = s.copy()
-        if eng.low and sure.any():
-            out[sure] = eng.fp32(r[sure], c[sure])
+        if sure.any():
+            out[sure] = eng.canonical(r[sure], c[sure])
         keep = sure.copy()
         if band.any():
             can = eng.canonical(r[band], c[band])

@@ -81,8 +81,8 @@ def _inputs(store: Store, tv, av, filtered: list[str]) -> list[str]:
 
 
 def _load(store: Store, model_id: str, texts_where: str | None, audio_where: str | None, max_memory: int | None):
-    text_ids = ids_where(store, "texts", "text_id", texts_where) if texts_where else None
-    audio_ids = ids_where(store, "audio", "audio_id", audio_where) if audio_where else None
+    text_ids = ids_where(store, "texts", "text_id", texts_where, "--texts-where") if texts_where else None
+    audio_ids = ids_where(store, "audio", "audio_id", audio_where, "--audio-where") if audio_where else None
     tv = read_vectors(store, model_id, "text", text_ids)
     av = open_vectors(store, model_id, "audio", audio_ids)
     if max_memory is None or av.nbytes <= max_memory:  # the pool fits: read it once

@@ -28,7 +28,7 @@ from trainer.data.audio import fit_window
 from trainer.device import resolve_device
 from trainer.students.clap_hf import ClapStudent
 from trainer.students.loading import load_student
-from trainer.students.weights import first_line, quiet_hf
+from trainer.students.weights import first_line, quiet_hf, refuse_custom_code
 
 
 class Teacher:
@@ -116,6 +116,10 @@ class SentenceTeacher(Teacher):
 
         root = Path(folder)
         try:
+            refuse_custom_code(folder)
+        except ModelError as exc:
+            raise ModelError(f"model {name!r}: {exc}") from None
+        try:
             cfg = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # transformers raises OSError / ValueError / KeyError variants
             raise ModelError(f"model {name!r}: {folder} is not a transformers model folder ({first_line(exc)})") from None
@@ -124,7 +128,7 @@ class SentenceTeacher(Teacher):
         self.pooling, self.max_tokens = self._sentence_config(root)
         try:
             self.model = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # as above: one line naming the folder instead of a transformers trace
             raise ModelError(f"model {name!r}: cannot load sentence encoder from {folder} ({first_line(exc)})") from None
         self.model.eval().to(device)
@@ -169,7 +173,9 @@ def load_teacher(record, device: str | torch.device = "auto", verify: bool = Tru
     `verify` re-hashes the folder first: vectors from a folder that changed since registration
     would not be the registered model's.
     """
-    if record.kind not in ("clap-hf", "checkpoint", "sentence"):  # the registry's KINDS
+    if record.kind == "external":  # vectors only: no weights here (ModelRecord.check_loadable says so)
+        record.check_loadable()
+    if record.kind not in ("clap-hf", "checkpoint", "sentence"):  # the registry's LOADABLE kinds
         raise ModelError(f"model {record.model_id!r}: unknown kind {record.kind!r}")
     if verify:
         verify_files(record)

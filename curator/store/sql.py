@@ -13,6 +13,7 @@ import pyarrow as pa
 from curator.store.store import Store
 from schemas import reading
 from schemas.errors import RefError
+from schemas.filters import where_clause
 
 # `audio` plus UTC time features; trainer/context.py computes the same three (a test checks they
 # agree): hour 0-23, part_of_day night [0,6) / morning [6,12) / afternoon [12,18) / evening [18,24),
@@ -42,14 +43,28 @@ def parse_at(specs: tuple[str, ...] | list[str]) -> dict[str, int | str]:
     return out
 
 
-def query(store: Store, sql: str, at: dict[str, int | str] | None = None, params: list | None = None) -> pa.Table:
+def query(store: Store, sql: str, at: dict[str, int | str] | None = None, params: list | None = None,
+          what: str = "query failed") -> pa.Table:
+    """Run one statement of our own (user filters go through `where_clause` first; user queries
+    through `schemas.filters.read_only_statement`); `what` starts the error line."""
     views = (AUDIO_CONTEXT_VIEW,) if store.has("audio") else ()
-    return reading.query(store.uri, sql, params, at, views)
+    return reading.query(store.uri, sql, params, at, views, what)
 
 
-def ids_where(store: Store, table: str, id_column: str, where: str | None) -> list[str] | None:
-    """Ids of `table` rows matching a SQL `where` clause; None when there is no filter."""
+def filter_query(store: Store, select: str, where: str, option: str, rest: str = "",
+                 params: list | None = None, fixed: str | None = None) -> pa.Table:
+    """`<select> where [(<fixed>) and] (<where>) <rest>`: `where` is the user's filter, checked to be
+    one boolean expression first (schemas.filters); `fixed` is a condition of our own; a DuckDB
+    error names `option`."""
+    clause = where_clause(where, option)
+    cond = f"({fixed}) and {clause}" if fixed else clause
+    return query(store, f"{select} where {cond} {rest}", params=params, what=f"{option} {where!r}")
+
+
+def ids_where(store: Store, table: str, id_column: str, where: str | None, option: str = "--where") -> list[str] | None:
+    """Ids of `table` rows matching the user's filter `where` (one boolean expression, given by
+    `option`); None when there is no filter."""
     if not where:
         return None
-    result = query(store, f"select {id_column} from {table} where {where}")
+    result = filter_query(store, f"select {id_column} from {table}", where, option)
     return result.column(id_column).to_pylist()

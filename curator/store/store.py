@@ -55,8 +55,22 @@ class Store:
             if not path.exists():
                 if not create:
                     raise StoreError(f"store {uri}: no such folder (run an ingest first, or pass --store)")
-                path.mkdir(parents=True)
+                try:
+                    path.mkdir(parents=True)
+                except OSError as exc:
+                    raise StoreError(f"store {uri}: cannot create it ({exc.strerror or exc})") from None
         return cls(uri)
+
+    def check_writable(self, name: str | None = None) -> None:
+        """Refuse a write up front when the store (or table `name`) is read-only here, instead of
+        failing halfway inside Lance."""
+        if not reading.is_local(self.uri):
+            return
+        root = reading.local_path(self.uri)
+        folders = [root] + ([reading.local_path(reading.table_uri(self.uri, name))] if name else [])
+        for folder in folders:
+            if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+                raise StoreError(f"store {self.uri} is read-only here ({folder} is not writable); nothing written")
 
     @property
     def _db(self):
@@ -79,6 +93,7 @@ class Store:
         (or its fixed schema) if it does not exist."""
         if self.has(name):
             return self._db.open_table(name)
+        self.check_writable(name)
         schema = schema or FIXED_TABLES.get(name, (None,))[0]
         if schema is None:
             raise StoreError(f"table {name!r} does not exist in store {self.uri}")
@@ -107,6 +122,7 @@ class Store:
 
     def _add(self, name: str, data: pa.Table, schema: pa.Schema) -> None:
         # Creating a table with its first rows keeps version 1 meaningful (not an empty table).
+        self.check_writable(name)
         if self.has(name):
             self._db.open_table(name).add(data)
         else:
@@ -128,6 +144,7 @@ class Store:
         if data.num_rows == 0:
             return 0
         data = _dedupe(data, key)
+        self.check_writable(name)
         if not self.has(name) or self._db.open_table(name).count_rows() == 0:
             self._add(name, data, schema)
             return data.num_rows
@@ -152,6 +169,7 @@ class Store:
     def overwrite(self, name: str, data: pa.Table, schema: pa.Schema) -> int:
         """Replace a table's contents in one write (one new version). Used for set versions."""
         data = conform(data, schema, name)
+        self.check_writable(name)
         if self.has(name):
             tbl = self._db.open_table(name)
             tbl.add(data, mode="overwrite")
@@ -178,6 +196,7 @@ class Store:
         return reading.versions(self.uri, name)
 
     def tag(self, name: str, version: int, tag: str) -> None:
+        self.check_writable(name)
         table = self.open_existing(name)
         known = {int(v["version"]) for v in table.list_versions()}
         if int(version) not in known:

@@ -12,8 +12,9 @@ import sys
 
 import click
 
-from schemas.errors import CuratorError, ParameterError
-from schemas.tables import PROMPT_TEMPLATE
+from schemas.errors import CuratorError, ParameterError, os_error_line
+from schemas.filters import where_clause
+from schemas.tables import PROMPT_TEMPLATE, check_template
 from trainer.cli.report import print_eval, print_fit
 from trainer.cli.scene import classifier_eval_options, hybrid_options
 
@@ -57,7 +58,8 @@ def _json_option(text: str | None, what: str) -> dict:
 @click.option("--replay-ratio", type=float, default=0.0, show_default=True,
               help="Fraction of batches replaced whole by replay-set batches.")
 @click.option("--init", help="Start from: a student checkpoint folder, a ClapModel folder (clap-hf student), "
-                             "or a BERT-family text model folder (compact student; default: bundled MiniLM).")
+                             "or a BERT-family text model folder (compact student; default: bundled MiniLM); "
+                             "or the name of a model registered with `curator models add`.")
 @click.option("--student", type=click.Choice(["compact", "clap-hf"]), default=None,
               help="Student kind (default: inferred from --init).")
 @click.option("--student-config", help="JSON object (or file) of student options, e.g. '{\"dim\": 256}'.")
@@ -105,6 +107,9 @@ def fit(ctx: click.Context, as_json: bool, **params) -> None:
     from trainer.train.loop import fit as run_fit
     from trainer.train.resume import resume_options
 
+    check_template(params["eval_template"], "--eval-template")
+    if params["eval_where"]:
+        where_clause(params["eval_where"], "--eval-where")
     params["student_config"] = _json_option(params["student_config"], "--student-config")
     if params["resume"]:
         given = {name for name in params
@@ -146,6 +151,11 @@ def _progress_bar():
 @click.option("--labels", help="Comma-separated classes instead of --label-set.")
 @click.option("--audio-where", help="SQL over `audio` choosing the clips (truth = first of `labels`).")
 @click.option("--template", default=PROMPT_TEMPLATE, show_default=True)
+@click.option("--protocol", type=click.Choice(["esc50-fold1", "esc50-all", "esc50-5fold", "us8k-10fold", "tut17",
+                                              "custom"]),
+              help="A named zero-shot protocol fixing clips, folds, prompt and label spelling, reported with "
+                   "accuracy, mean class accuracy, R@1/5/10 and mAP@10 (docs/EVALUATION.md). custom = "
+                   "--label-set/--labels, --template and --audio-where as given.")
 @click.option("--retrieval", is_flag=True, help="Also report text<->audio recall@1/5/10 on paired data.")
 @click.option("--set", "set_ref", help="Paired rows for --retrieval (default: captions in `texts`).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -154,7 +164,7 @@ def _progress_bar():
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @classifier_eval_options
 @click.pass_context
-def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, set_ref, device, batch_size,
+def eval_cmd(ctx, model, label_set, labels, audio_where, template, protocol, retrieval, set_ref, device, batch_size,
              plot, as_json, classifier, truth, pseudo_set) -> None:
     """Zero-shot classification and retrieval, the same protocol every time.
 
@@ -163,6 +173,7 @@ def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, se
       trainer eval --model runs/ads-s1 --label-set esc50 --audio-where "source = 'esc50' and fold = 5" \\
           --plot esc50.png
       trainer eval --model student_v2 --retrieval --set ds@2 --json
+      trainer eval --model clap --protocol esc50-fold1 --json     # LAION-CLAP's ESC-50 protocol
       trainer eval --classifier runs/clf --audio-where "source = 'scenes'" --truth ground_truth.csv \\
           --pseudo-set scenes_pl
     """
@@ -171,7 +182,7 @@ def eval_cmd(ctx, model, label_set, labels, audio_where, template, retrieval, se
     results = evaluate(ctx.obj["store"], model, classifier=classifier, label_set=label_set,
                        labels=[c.strip() for c in labels.split(",") if c.strip()] if labels else None,
                        audio_where=audio_where, template=template, retrieval=retrieval, set_ref=set_ref, truth=truth,
-                       pseudo_set=pseudo_set, device=device, batch_size=batch_size, plot=plot)
+                       pseudo_set=pseudo_set, device=device, batch_size=batch_size, plot=plot, protocol=protocol)
     if as_json:
         click.echo(json.dumps(results, default=str))
     else:
@@ -188,15 +199,39 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # one line, not click's usage block
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except OSError as exc:
+        click.echo(f"error: {os_error_line(exc)}", err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
     except KeyboardInterrupt:
         click.echo("interrupted; rerun with --resume to continue from the last checkpoint", err=True)
         return 130
+
+
+EXIT_CODES = ("Exit codes: 0 ok; 1 the run finished but some items failed (recorded); 2 bad input (one "
+              "`error: ...` line on stderr); 130 interrupted (rerun with --resume to continue).")
+
+
+def _late_store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj["store"] = value
+
+
+# `trainer eval --store S` = `trainer --store S eval`; the exit codes in every --help.
+cli.epilog = EXIT_CODES
+for _command in cli.commands.values():
+    _command.params.append(click.Option(["--store", "late_store"], expose_value=False, callback=_late_store,
+                                        metavar="URI", help="Store folder or URI (same as `trainer --store`)."))
+    _command.epilog = _command.epilog or EXIT_CODES
 
 
 def main(argv: list[str] | None = None) -> None:

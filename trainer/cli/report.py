@@ -35,6 +35,8 @@ def print_eval(results: dict) -> None:
     if results.get("task") == "classifier":
         print_classifier(results)
         return
+    if results.get("protocol"):
+        _protocol(results["protocol"])
     zs = results.get("zero_shot")
     if zs:
         acc = zs["accuracy"]
@@ -55,6 +57,17 @@ def print_eval(results: dict) -> None:
         for direction in ("text_to_audio", "audio_to_text"):
             vals = "  ".join(f"{k} {v:.3f}" for k, v in rt[direction].items())
             click.echo(f"  {direction.replace('_', ' ')}: {vals}")
+
+
+def _protocol(pr: dict) -> None:
+    metrics = "  ".join(f"{k} {pr[k]:.4f}" for k in ("accuracy", "mean_class_accuracy", "R@1", "R@5", "R@10", "mAP@10")
+                        if pr[k] is not None)
+    click.echo(f"protocol {pr['protocol']} ({pr['comparable_with']}): prompt {pr['template']!r}, "
+               f"{len(pr['labels'])} classes, {pr['n']} clips, {pr['aggregate']}")
+    click.echo(f"  {metrics}")
+    for g in pr["groups"] if len(pr["groups"]) > 1 else []:
+        acc = f"{g['accuracy']:.4f}" if g["accuracy"] is not None else "-"
+        click.echo(f"  {g['group']}: accuracy {acc} over {g['n']} clips")
 
 
 def print_classifier(res: dict) -> None:

@@ -148,7 +148,8 @@ class ClapFeatures(nn.Module):
     def from_pretrained(cls, folder: str, precision: str = "auto") -> "ClapFeatures":
         from transformers import ClapFeatureExtractor
 
-        return cls.from_extractor(ClapFeatureExtractor.from_pretrained(str(folder)), precision)
+        return cls.from_extractor(ClapFeatureExtractor.from_pretrained(str(folder), local_files_only=True,
+                                                                        trust_remote_code=False), precision)
 
     def compute_dtype(self, device: torch.device) -> torch.dtype:
         """dtype of the framing + FFT. float32 FFT rounding moves bins ~60 dB below a frame's peak by

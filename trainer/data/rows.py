@@ -13,12 +13,14 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from schemas.errors import AudioError, RefError
+from schemas.errors import AudioError, MixedModelsError, RefError
+from schemas.fingerprint import folder_sha256
 from schemas.refs import parse_ref
 from schemas.sets import ResolvedSet, read_set
 from trainer.data.audio import fit_window, load_audio
 
 MAIN, REPLAY = 0, 1
+TEACHER_LOSSES = ("soft",)  # losses that read the teacher vectors stored on the rows
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,45 @@ def open_set(store_uri: str, ref: str) -> SetSource:
         if col not in table.column_names:
             raise RefError(f"set {resolved.ref} has no {col!r} column")
     return SetSource(ref=ref, resolved=resolved, table=table)
+
+
+def _teacher(src: SetSource) -> tuple[str | None, int | None]:
+    """(teacher identity, vector size) of a set that carries teacher vectors; (None, None) otherwise."""
+    col = "teacher_audio"
+    if col not in src.table.column_names or not pa.types.is_fixed_size_list(src.table.schema.field(col).type) \
+            or src.table.column(col).null_count == src.table.num_rows:
+        return None, None
+    r = src.resolved
+    return (r.model_sha256 or r.model_id), src.table.schema.field(col).type.list_size
+
+
+def open_sets(store_uri: str, ref: str, replay_ref: str | None, loss: str) -> tuple[SetSource, SetSource | None]:
+    """The training set and the optional replay set. A loss that reads teacher vectors refuses a
+    replay set whose vectors come from another teacher: two teachers' similarities are not one target."""
+    main = open_set(store_uri, ref)
+    replay = open_set(store_uri, replay_ref) if replay_ref else None
+    if replay is not None and loss in TEACHER_LOSSES:
+        (t_main, d_main), (t_replay, d_replay) = _teacher(main), _teacher(replay)
+        if t_main and t_replay and (t_main != t_replay or d_main != d_replay):
+            raise MixedModelsError(
+                f"--replay {replay.resolved.ref}: its teacher vectors come from {replay.resolved.model_id!r} "
+                f"({d_replay}-d), the set {main.resolved.ref}'s from {main.resolved.model_id!r} ({d_main}-d); "
+                f"--loss {loss} cannot mix two teachers (use a replay set built by the same teacher, or --loss clap)")
+    return main, replay
+
+
+def check_init_teacher(main: SetSource, init_folder: str, loss: str) -> None:
+    """A loss that reads teacher vectors trains a student to match that teacher's similarities, so
+    the student must start from that teacher (DESIGN 6.2): refuse an `--init` whose files are not
+    the model the set was built by. Sets built without a model (no teacher vectors) pass."""
+    expected = main.resolved.model_sha256
+    if loss not in TEACHER_LOSSES or not expected:
+        return
+    if folder_sha256(init_folder) != expected:
+        raise MixedModelsError(
+            f"--init {init_folder}: not the teacher whose vectors set {main.resolved.ref} carries "
+            f"(model {main.resolved.model_id!r}, sha256 {expected[:12]}); --loss {loss} starts a student from its "
+            f"teacher: pass that model's folder (or its registered name) to --init, or use --loss clap")
 
 
 def _vectors(table: pa.Table, name: str) -> tuple[np.ndarray | None, np.ndarray]:

@@ -22,6 +22,7 @@ from schemas.errors import ParameterError
 from schemas.reading import query
 from schemas.sets import read_set
 from trainer.eval.confusion import confusion_report
+from trainer.eval.zero_shot import audio_filter
 from trainer.students.classifier import SceneClassifier, audio_rows, load_classifier, predict_table
 
 LABEL_COLUMNS = ("label", "scene_label")
@@ -112,8 +113,8 @@ class LabelledClips:
 
 def labelled_clips(store_uri: str, where: str | None, classes: list[str], truth_csv: str | None = None) -> LabelledClips:
     """The clips `where` selects (SQL over `audio`) whose ground truth is one of `classes`."""
-    cond = f"where {where}" if where else ""
-    ids = query(store_uri, f"select audio_id from audio {cond} order by audio_id").column(0).to_pylist()
+    cond, what = audio_filter(where)
+    ids = query(store_uri, f"select audio_id from audio {cond} order by audio_id", what=what).column(0).to_pylist()
     if not ids:
         raise ParameterError(f"no audio rows match {where!r}" if where else "the audio table is empty")
     clips = audio_rows(store_uri, ids)

@@ -15,17 +15,27 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from schemas.errors import ModelError, ParameterError, StoreError
+from schemas.errors import ModelError, ParameterError
+from schemas.filters import where_clause
 from schemas.reading import query
-from schemas.tables import PROMPT_TEMPLATE
+from schemas.tables import PROMPT_TEMPLATE, check_template
 from trainer.data.rows import eval_loader
 from trainer.eval.confusion import confusion_report
 from trainer.students.loading import build_student, load_student
+from trainer.students.named import resolve_model  # noqa: F401  (a name or a folder; re-exported for callers)
 
 RECALL_KS = (1, 5, 10)
 
 
 # -- reading the store -------------------------------------------------------------------------
+def audio_filter(where: str | None, option: str = "--audio-where") -> tuple[str, str]:
+    """(`where (<expr>)` or "", what a DuckDB error starts with) for the user's filter over `audio`,
+    checked to be one boolean expression (schemas.filters) before it is put into SQL."""
+    if not where:
+        return "", "query failed"
+    return f"where {where_clause(where, option)}", f"{option} {where!r}"
+
+
 def prompt_labels(store_uri: str, label_set: str) -> list[str]:
     """The classes of a label set: labels of its `texts` rows of kind 'prompt'."""
     rows = query(store_uri, "select distinct label from texts where kind = 'prompt' and label_set = ? "
@@ -38,38 +48,22 @@ def prompt_labels(store_uri: str, label_set: str) -> list[str]:
     return labels
 
 
-def eval_clips(store_uri: str, where: str | None) -> pa.Table:
+def eval_clips(store_uri: str, where: str | None, option: str = "--audio-where") -> pa.Table:
     """`audio` rows matching `where`, ground truth = first element of `labels`."""
-    cond = f"where {where}" if where else ""
-    clips = query(store_uri, f"select audio_id, uri, labels[1] as label from audio {cond} order by audio_id")
+    cond, what = audio_filter(where, option)
+    clips = query(store_uri, f"select audio_id, uri, labels[1] as label from audio {cond} order by audio_id",
+                  what=what)
     if clips.num_rows == 0:
         raise ParameterError(f"no audio rows match {where!r}" if where else "the audio table is empty")
     return clips
 
 
-def paired_captions(store_uri: str, where: str | None) -> pa.Table:
+def paired_captions(store_uri: str, where: str | None, option: str = "--audio-where") -> pa.Table:
     """Captions in `texts` with their paired clip, the clip filtered by `where` over `audio`."""
-    cond = f"where {where}" if where else ""
+    cond, what = audio_filter(where, option)
     return query(store_uri, f"with a as (select * from audio {cond}) select t.text_id, t.text, a.audio_id, a.uri "
                                   "from texts t join a on t.audio_id = a.audio_id where t.kind = 'caption' "
-                                  "order by a.audio_id, t.text_id")
-
-
-def resolve_model(store_uri: str | None, model: str) -> str:
-    """A checkpoint / model folder as given, or the path of a registered model of that name."""
-    if Path(model).is_dir():
-        return str(model)
-    if store_uri:
-        try:
-            rows = query(store_uri, "select model_id, path from models order by model_id").to_pylist()
-        except StoreError:
-            rows = []
-        for row in rows:
-            if row["model_id"] == model:
-                return row["path"]
-        names = ", ".join(r["model_id"] for r in rows) or "none"
-        raise ModelError(f"model {model!r} is neither a folder nor a registered model; registered: {names}")
-    raise ModelError(f"model {model!r}: no such folder")
+                                  "order by a.audio_id, t.text_id", what=what)
 
 
 def load_model(path: str, device: str = "cpu"):
@@ -146,8 +140,7 @@ def evaluate_zero_shot(student, clips, labels: list[str], template: str = PROMPT
     labels = list(dict.fromkeys(labels))
     if len(labels) < 2:
         raise ParameterError(f"zero-shot needs at least 2 classes, got {len(labels)}")
-    if "{label}" not in template:
-        raise ParameterError(f"template {template!r} has no {{label}} placeholder")
+    check_template(template)
     table = _as_clip_table(clips)
     truth_all = table.column("label").to_pylist() if "label" in table.column_names else [None] * table.num_rows
     index = {lab: i for i, lab in enumerate(labels)}
@@ -169,7 +162,7 @@ def zero_shot_hook(store_uri: str, student, label_set: str, where: str | None, t
     """A function step -> summary of `student`'s zero-shot accuracy on the clips `where` selects over
     `label_set`'s classes; reads the store once, now, so a bad option fails before training."""
     labels = prompt_labels(store_uri, label_set)
-    clips = eval_clips(store_uri, where)
+    clips = eval_clips(store_uri, where, "--eval-where")
 
     def run(step: int) -> dict:
         res = evaluate_zero_shot(student, clips, labels, template)

@@ -31,6 +31,7 @@ from trainer.students.weights import (
     first_line,
     load_weights,
     quiet_hf,
+    refuse_custom_code,
     save_weights,
     write_student_json,
 )
@@ -50,15 +51,16 @@ def _load_parts(folder: str, with_weights: bool):
     """(model, tokenizer, feature extractor) of a local ClapModel folder; weights optional."""
     from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel
 
+    refuse_custom_code(folder)
     try:
         with quiet_hf():
-            config = ClapConfig.from_pretrained(folder, local_files_only=True)
+            config = ClapConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
             if with_weights:
                 model = ClapModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
             else:
                 model = ClapModel(config)
-            fe = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True,
+            fe = ClapFeatureExtractor.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False,
                                                       model_input_names=TOKENIZER_INPUTS)
     except Exception as exc:  # transformers raises OSError / ValueError / KeyError variants
         raise ModelError(f"{folder}: not a loadable ClapModel folder ({first_line(exc)})") from None

@@ -33,6 +33,7 @@ from trainer.students.weights import (
     first_line,
     load_weights,
     quiet_hf,
+    refuse_custom_code,
     save_weights,
     write_student_json,
 )
@@ -98,9 +99,10 @@ def _load_text_tower(path: str, from_config_only: bool):
     """(model, tokenizer) from a local folder; with from_config_only the weights come later."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    refuse_custom_code(path)
     try:
         with quiet_hf():
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False,
                                                       model_input_names=TOKENIZER_INPUTS)
             if from_config_only:
                 config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)

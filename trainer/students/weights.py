@@ -20,8 +20,38 @@ FORMAT = 1
 TOKENIZER_INPUTS = ["input_ids", "attention_mask"]
 
 
+def _names_custom_code(node) -> bool:
+    if isinstance(node, dict):
+        return "auto_map" in node or any(_names_custom_code(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_names_custom_code(v) for v in node)
+    return False
+
+
+def refuse_custom_code(folder: str | Path) -> None:
+    """Refuse a Hugging Face folder any of whose config files (config.json, tokenizer_config.json,
+    preprocessor_config.json, ..., in subfolders too, e.g. a checkpoint's text tower) has an
+    `auto_map`: that names Python shipped with the folder, which transformers would offer to run.
+    Every load also passes `trust_remote_code=False`; this makes the refusal one clear line."""
+    root = Path(folder)
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*config.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not ours to diagnose: the loader names the broken file
+        if _names_custom_code(data):
+            raise ModelError(f"{path}: names custom code (auto_map); models that ship their own Python "
+                             "are refused (trust_remote_code is always off)")
+
+
 def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message. torch's refusal to unpickle code ends with advice to
+    pass `weights_only=False` (which would run the pickle): that advice is never passed on."""
     text = str(exc).strip()
+    if "weights_only" in text or "Unsupported global" in text:
+        return "a pickle that holds more than plain tensors; refused (it could run code when loaded)"
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from schemas.errors import TrainingError
+from trainer.students.weights import first_line
 
 CHECKPOINT_JSON = "checkpoint.json"
 TRAIN_STATE = "train_state"
@@ -125,8 +126,8 @@ def load_train_state(folder: str | os.PathLike) -> dict:
         raise TrainingError(f"{folder}: no {TRAIN_STATE}/ to resume from (was it saved by `trainer fit`?)")
     try:
         plain = json.loads((state_dir / "state.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise TrainingError(f"{state_dir / 'state.json'}: unreadable ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"{state_dir / 'state.json'}: unreadable ({first_line(exc)})") from None
     if plain.get("step") != meta.get("step"):
         raise TrainingError(f"{folder}: train state is at step {plain.get('step')} but checkpoint.json at "
                             f"{meta.get('step')} (interrupted while saving?)")
@@ -135,5 +136,11 @@ def load_train_state(folder: str | os.PathLike) -> dict:
             or _other_weights(folder) != plain.get("other_weights_sha256", {})):
         raise TrainingError(f"{folder}: the weights files do not match the saved train state "
                             f"(interrupted while saving?)")
-    state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn file: EOFError, RuntimeError, UnpicklingError ... one line, no pickle advice
+        raise TrainingError(f"{state_dir / 'state.pt'}: cannot be read as plain tensors ({first_line(exc)}); "
+                            "the file is corrupt, resume from another checkpoint or start afresh") from None
+    if not isinstance(state, dict):
+        raise TrainingError(f"{state_dir / 'state.pt'}: not a train state (a {type(state).__name__})")
     return {"meta": meta, "plain": plain, **state}

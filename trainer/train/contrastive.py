@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from trainer.data.batches import BatchPlan
-from trainer.data.rows import SetSource, open_set
+from trainer.data.rows import SetSource, check_init_teacher, open_sets
 from trainer.eval.zero_shot import zero_shot_hook
+from trainer.students.named import resolve_model
 from trainer.train.losses import clap_loss, multi_positive_loss, soft_label_loss
 from trainer.train.objective import Objective, all_min
 from trainer.train.runtime import build_or_load_student
@@ -40,8 +41,7 @@ class ContrastiveObjective(Objective):
 
     def open(self) -> None:
         cfg = self.cfg
-        main = open_set(cfg.store, cfg.set_ref)
-        replay = open_set(cfg.store, cfg.replay_ref) if cfg.replay_ref else None
+        main, replay = open_sets(cfg.store, cfg.set_ref, cfg.replay_ref, cfg.loss)
         self.sources = {"set": main, "replay": replay}
         self.tables = [main.table] + ([replay.table] if replay else [])
         self.label_ids = label_ids([s for s in (main, replay) if s])
@@ -52,6 +52,8 @@ class ContrastiveObjective(Objective):
                          self.cfg.replay_ratio if replay else 0.0, self.cfg.seed)
 
     def build(self, resume_dir) -> None:
+        if resume_dir is None and self.cfg.init:
+            check_init_teacher(self.sources["set"], resolve_model(self.cfg.store, self.cfg.init, "--init"), self.cfg.loss)
         self.student, self.student_kind = build_or_load_student(self.cfg, resume_dir)
         self.module = self.student
 

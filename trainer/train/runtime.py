@@ -16,6 +16,7 @@ from schemas.errors import ModelError, ParameterError
 from trainer.device import resolve_device
 from trainer.students.compact import default_text_model
 from trainer.students.loading import build_student, load_student
+from trainer.students.named import resolve_model
 
 
 @dataclass
@@ -76,7 +77,8 @@ def build_or_load_student(cfg, resume_dir: Path | None):
     if resume_dir is not None:
         student = load_student(resume_dir)
         return student, student_kind(resume_dir)
-    init = Path(cfg.init or (default_text_model() if cfg.student in (None, "compact") else ""))
+    init = Path(resolve_model(cfg.store, cfg.init, "--init") if cfg.init
+                else (default_text_model() if cfg.student in (None, "compact") else ""))
     if not cfg.init and cfg.student not in (None, "compact"):
         raise ParameterError(f"--student {cfg.student} needs --init (a ClapModel folder)")
     if not init.is_dir():
