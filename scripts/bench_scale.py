@@ -14,8 +14,9 @@ measured side by side in the same run, each route in its own process:
     python scripts/bench_scale.py                       # 2 M clips: ~40 GB of disk, ~1-2 h on 2 cores
     python scripts/bench_scale.py --clips 2000 --captions 200 --dim 64 --out /tmp/scale.md   # seconds
 
-Setup writes the `audio` / `texts` rows and the model row through the library (no CLI makes rows for
-clips without files); the vectors come in through `curator import-embeddings`, one parquet shard per call.
+Setup writes the `audio` / `texts` rows through the library (no CLI makes rows for clips without files)
+and the vectors as parquet shards; the model is registered with `curator models add --kind external`
+and the vectors come in with `curator import-embeddings` over the folder of shards.
 """
 
 from __future__ import annotations
@@ -135,9 +136,9 @@ def setup(a) -> dict:
     import pyarrow.parquet as pq
 
     from curator.demo.vectors import unit
-    from curator.store.store import Store, now
+    from curator.store.store import Store
     from curator.store.vectors import vector_array
-    from schemas.tables import AUDIO, MODELS, TEXTS
+    from schemas.tables import AUDIO, TEXTS
 
     work, lay, centers = Path(a.work), _layout(a), _centers(a.dim)
     shards = work / "shards"
@@ -166,10 +167,6 @@ def setup(a) -> dict:
                    work / "texts.parquet", compression="none")
 
     store = Store.open(str(work / "store"))
-    store.upsert("models", pa.Table.from_pylist([{
-        "model_id": MODEL, "kind": "clap-hf", "path": "/synthetic/scale", "sha256": "0" * 64, "dim": a.dim,
-        "logit_scale": 14.3, "sample_rate": 48000, "modalities": ["audio", "text"], "added_at": now()}],
-        schema=MODELS))
     idx = np.arange(a.clips)
     source = np.where(idx < lay["paired"], "clotho", np.where(idx < lay["wild0"], "esc50", "wild"))
     split = np.where(idx < lay["paired"], "train", np.where(idx < lay["wild0"], "eval", "wild"))
@@ -357,7 +354,7 @@ def probe_write(a) -> dict:
     return {"rows": pairs.num_rows, "ours_s": ours, "parquet_s": plain, "mb": pairs.nbytes / 1e6}
 
 
-N_STAGES = 15
+N_STAGES = 16
 PROBE_ORDER = ("peak", "read_store", "read_npy", "exact_sub", "topk_sub", "faiss_sub", "query", "write")
 PROBES = {"setup": setup, "peak": probe_peak, "read_store": probe_read_store, "read_npy": probe_read_npy,
           "exact_sub": probe_exact_sub, "topk_sub": probe_topk_sub, "faiss_sub": probe_faiss_sub, "query": probe_query, "write": probe_write}
@@ -393,17 +390,10 @@ def stages(a, p: dict, save=lambda rows: None, after_import=lambda: None) -> lis
         return r
 
     shards = sorted((work / "shards").glob("*.parquet"))
-    agg = {"wall_s": 0.0, "cpu_s": 0.0, "rss_gb": 0.0}
-    print(f"[{time.strftime('%H:%M:%S')}] import-embeddings: {len(shards)} shards", flush=True)
-    for f in shards:
-        r = curator(store, "import-embeddings", "--model", MODEL, "--modality", "audio", f)
-        agg = {"wall_s": agg["wall_s"] + r["wall_s"], "cpu_s": agg["cpu_s"] + r["cpu_s"],
-               "rss_gb": max(agg["rss_gb"], r["rss_gb"])}
-    rows.append({"stage": "import audio vectors", "cmd": f"curator import-embeddings --model {MODEL} --modality "
-                 f"audio shards/audio_NNNN.parquet (x{len(shards)}, one process each)",
-                 "inputs": f"{_gb(_size(shards))} parquet ({a.clips:,} x {a.dim})", "note": "peak RSS: largest call",
-                 **agg, "out": ""})
-    save(rows)
+    stage("register model", ["models", "add", MODEL, "--kind", "external", "--dim", a.dim, "--logit-scale", 14.3],
+          "(none)", "vectors made elsewhere: no weights")
+    stage("import audio vectors", ["import-embeddings", "--model", MODEL, "--modality", "audio", work / "shards"],
+          f"{_gb(_size(shards))} parquet in {len(shards)} shards ({a.clips:,} x {a.dim})", "one folder, shard by shard")
     stage("import text vectors", ["import-embeddings", "--model", MODEL, "--modality", "text", work / "texts.parquet"],
           f"{_gb(_size([work / 'texts.parquet']))} parquet ({a.captions + CLASSES:,} x {a.dim})")
     after_import()
@@ -461,7 +451,8 @@ def report(a, p: dict, rows: list[dict], probes: dict, loads: tuple) -> str:
         f"{platform.python_version()}. Load average (1 min) {loads[0]:.1f} at the start, {loads[1]:.1f} at the end "
         f"(the machine was shared with other jobs: absolute times are bent by their load, the ratios measured "
         f"side by side less so).", "",
-        "Setup (library: the `audio` / `texts` / `models` rows; no CLI makes rows for clips without files): "
+        "Setup (library: the `audio` / `texts` rows; no CLI makes rows for clips without files; the vectors "
+        "as parquet shards): "
         f"{probes['setup']['wall_s']:.0f} s wall, {probes['setup']['cpu_s']:.0f} CPU s, "
         f"{probes['setup']['rss_gb']:.2f} GB peak RSS.", "",
         "| stage | wall s | CPU s | peak RSS GB | input | note |", "|---|---|---|---|---|---|",

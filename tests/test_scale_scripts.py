@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["import audio vectors", "import text vectors", "match, threshold (in memory)", "match, threshold, streamed",
+STAGES = ["register model", "import audio vectors", "import text vectors", "match, threshold (in memory)", "match, threshold, streamed",
           "query: streamed vs in-memory pairs", "match, top-50 per caption", "sweep (5 thresholds)",
           "build du (top-50)", "build ds", "build ads (top-50)", "pseudo-label", "guard", "query group-by",
           "sets diff", "review (1 run)"]
