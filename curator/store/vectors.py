@@ -25,7 +25,10 @@ from schemas.ids import model_slug
 from schemas.tables import embedding_table_name
 
 ID_COLUMN = {"audio": "audio_id", "text": "text_id"}
-BATCH_BYTES = 256 << 20  # largest Arrow batch read at once (131 k rows of 512-d)
+BATCH_BYTES = 64 << 20  # largest Arrow batch read at once (16 k rows of 1024-d): fastest here, and small
+# Lance decodes batches ahead of the reader; while a streamed block is being scored that read-ahead
+# would fill up (16 batches by default, 4 GB of 256 MB batches in a 2 GB --max-memory run), so keep it short.
+READAHEAD = {"batch_readahead": 2, "fragment_readahead": 1}
 
 
 @dataclass
@@ -110,10 +113,10 @@ def _first_occurrences(ids: pa.Array) -> np.ndarray | None:
 
 
 def _batch_rows(n: int, dim: int) -> int:
-    """Rows per Arrow batch: large enough that per-batch overhead vanishes, at most ~1/8 of the read
-    (so the transient batch stays a small fraction of the output) and at most BATCH_BYTES."""
+    """Rows per Arrow batch: at most BATCH_BYTES and at most ~1/8 of the read (so the transient batch
+    stays a small fraction of what is read)."""
     cap = max(1024, BATCH_BYTES // max(4 * dim, 1))
-    return int(max(1024, min(cap, max(n // 8, 8192))))
+    return int(max(1024, min(cap, max(n // 8, 1024))))
 
 
 def _select(ds, id_col: str, ids) -> tuple[np.ndarray | None, pa.Array, int]:
@@ -203,7 +206,7 @@ class VectorBlocks:
                 yield start, buf[:n]
             return
         start = fill = 0
-        for batch in self.dataset.to_batches(columns=["vector"], batch_size=_batch_rows(rows, self.dim)):
+        for batch in self.dataset.to_batches(columns=["vector"], batch_size=_batch_rows(rows, self.dim), **READAHEAD):
             col = batch.column(0)
             while len(col):
                 n = min(len(col), len(buf) - fill)
@@ -222,7 +225,8 @@ class VectorBlocks:
             self._take_into(self.positions, out)
             return out
         row = 0
-        for batch in self.dataset.to_batches(columns=["vector"], batch_size=_batch_rows(len(self), self.dim)):
+        for batch in self.dataset.to_batches(columns=["vector"], batch_size=_batch_rows(len(self), self.dim),
+                                             **READAHEAD):
             row += _copy_vectors(batch.column(0), out, row, self.dim)
         return out[:row]
 
