@@ -149,8 +149,8 @@ def setup(a) -> dict:
         n = min(a.shard_rows, a.clips - s)
         vecs, _ = _clips(a, s, n, centers)
         for e in range(min(10, lay["eval"])):  # ten wild clips re-upload eval clips: guard finds them
-            if s <= lay["wild0"] + e < s + n:
-                vecs[lay["wild0"] + e - s] = _clips(a, lay["paired"] + e, 1, centers)[0][0]
+            if s <= lay["paired"] + e and lay["wild0"] + e < s + n:
+                vecs[lay["wild0"] + e - s] = vecs[lay["paired"] + e - s]
         npy[s:s + n] = vecs
         pq.write_table(pa.table({"id": pa.array(ids[s:s + n], pa.string()), "vector": vector_array(vecs)}),
                        shards / f"audio_{i:04d}.parquet", compression="none")
@@ -438,21 +438,28 @@ def _div(x: float, y: float) -> float:
     return x / max(y, 1e-9)
 
 
-def report(a, p: dict, rows: list[dict], probes: dict, loads: tuple) -> str:
+def _command(a) -> str:
+    opts = [("--clips", a.clips), ("--captions", a.captions), ("--dim", a.dim), ("--match-captions", a.match_captions),
+            ("--pass-fraction", a.pass_fraction), ("--sub-clips", a.sub_clips), ("--query-rows", a.query_rows)]
+    return "python scripts/bench_scale.py " + " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                                       for k, v in opts)
+
+
+def report(a, p: dict, rows: list[dict], probes: dict, loads: tuple, complete: bool = True) -> str:
     flops = 2.0 * a.match_captions * a.clips * a.dim
     peak = probes["peak"]
     by = {r["stage"]: r for r in rows}
     lines = [
         "## Scale rehearsal (`scripts/bench_scale.py`)", "",
-        f"`python scripts/bench_scale.py --clips {a.clips} --captions {a.captions} --dim {a.dim}`: {a.clips:,} clips x "
+        f"`{_command(a)}`: {a.clips:,} clips x "
         f"{a.dim}-d clustered unit vectors ({CLASSES} classes), {a.captions:,} captions, a {CLASSES}-class label set; "
         f"matching uses {a.match_captions:,} captions (tau {p['tau']}, ~{a.pass_fraction:g} of pairs). "
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, {_ram_gb():.0f} GB RAM, Python "
         f"{platform.python_version()}. Load average (1 min) {loads[0]:.1f} at the start, {loads[1]:.1f} at the end "
         f"(the machine was shared with other jobs: absolute times are bent by their load, the ratios measured "
         f"side by side less so).", "",
-        "Setup (library: the `audio` / `texts` rows; no CLI makes rows for clips without files; the vectors "
-        "as parquet shards): "
+        "Setup (library, not a user's stage: the `audio` / `texts` rows, as no CLI makes rows for clips without "
+        "files, and the vectors as parquet shards): "
         f"{probes['setup']['wall_s']:.0f} s wall, {probes['setup']['cpu_s']:.0f} CPU s, "
         f"{probes['setup']['rss_gb']:.2f} GB peak RSS.", "",
         "| stage | wall s | CPU s | peak RSS GB | input | note |", "|---|---|---|---|---|---|",
@@ -460,7 +467,7 @@ def report(a, p: dict, rows: list[dict], probes: dict, loads: tuple) -> str:
     for r in rows:
         lines.append(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_gb']:.2f} | {r['inputs']} | "
                      f"{r['note']} |")
-    if len(rows) < N_STAGES:
+    if not complete:
         lines.append(f"| *run cut short: {N_STAGES - len(rows)} more stage(s) not reached* | | | | | |")
     lines += ["", "<details><summary>commands</summary>", ""]
     lines += [f"- {r['stage']}: `{r['cmd']}`" for r in rows]
@@ -567,7 +574,7 @@ def main() -> None:
             elif k == "pass_fraction":
                 a.pass_fraction = float(v)
         Path(a.out).write_text(report(a, raw["params"], raw["stages"], raw["probes"],
-                                      (raw["loads"][0], raw["loads"][-1])))
+                                      (raw["loads"][0], raw["loads"][-1]), complete="write" in raw["probes"]))
         print(Path(a.out).read_text())
         return
     made = a.work is None
