@@ -45,3 +45,7 @@ class TrainingError(CuratorError):
 
 class QueryError(CuratorError):
     """DuckDB rejected a SQL statement or filter (the message says which and where)."""
+
+
+class Interrupted(CuratorError):
+    """Ctrl-C or SIGTERM stopped a run cleanly; the message says what was kept and what to run next."""

@@ -1,8 +1,8 @@
 """Reading improvement sets: the one way both `curator` and `trainer` turn a set reference into rows.
 
-A set version *is* the Lance version of `set_<name>` (each build is one overwrite, so one new
-version); the `sets` catalog holds its lineage and content hash; tags are Lance tags on the
-set table.
+Each build is one overwrite of `set_<name>` (one new Lance version); the `sets` catalog numbers the
+set versions and records, per version, its Lance version (`table_version`), lineage and content
+hash; tags are Lance tags on the set table.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class ResolvedSet:
     strategy: str
     params: dict
     inputs: tuple[str, ...]
+    table_version: int | None = None  # the Lance version of set_<name> holding the rows
     model_id: str | None = None  # the teacher whose vectors the rows carry
     model_sha256: str | None = None
 
@@ -88,9 +89,11 @@ def resolve_set(uri: str, ref: str | Ref) -> ResolvedSet:
         tags = open_dataset(uri, set_table_name(r.name)).tags.list()
         if r.tag not in tags:
             raise RefError(f"set {r.name!r} has no tag {r.tag!r}; tags: {', '.join(sorted(tags)) or 'none'}")
-        version = int(tags[r.tag]["version"])
-        if version not in by_version:
-            raise RefError(f"tag {r} points at version {version}, which is not in the sets catalog")
+        lance_version = int(tags[r.tag]["version"])
+        by_lance = {_table_version(row): v for v, row in by_version.items()}
+        if lance_version not in by_lance:
+            raise RefError(f"tag {r} points at table version {lance_version}, which is not in the sets catalog")
+        version = by_lance[lance_version]
     row = by_version[version]
     return ResolvedSet(
         name=r.name,
@@ -100,16 +103,22 @@ def resolve_set(uri: str, ref: str | Ref) -> ResolvedSet:
         strategy=row["strategy"],
         params=json.loads(row["params"] or "{}"),
         inputs=tuple(row["inputs"] or ()),
+        table_version=_table_version(row),
         model_id=row.get("model_id"),
         model_sha256=row.get("model_sha256"),
     )
+
+
+def _table_version(row: dict) -> int:
+    """The Lance version of `set_<name>` a catalog row names (rows from before the column: its version)."""
+    return int(row.get("table_version") or row["version"])
 
 
 def read_set(uri: str, ref: str | Ref, verify: bool = True) -> tuple[pa.Table, ResolvedSet]:
     """Rows of one set version plus what it resolved to. With `verify`, the rows are re-hashed and
     compared with the catalog so a student never trains on data that differs from its lineage."""
     resolved = resolve_set(uri, ref)
-    data = read_table(uri, set_table_name(resolved.name), resolved.version)
+    data = read_table(uri, set_table_name(resolved.name), resolved.table_version)
     if verify:
         actual = content_hash(data)
         if actual != resolved.content_hash:

@@ -119,7 +119,7 @@ RUNS = pa.schema(
 SETS = pa.schema(
     [
         pa.field("name", pa.string(), nullable=False),
-        pa.field("version", pa.int64(), nullable=False),  # = Lance version of set_<name>
+        pa.field("version", pa.int64(), nullable=False),  # the set's number, decided by this catalog
         pa.field("strategy", pa.string(), nullable=False),  # du | ds | ads | pseudo | ...
         pa.field("params", pa.string()),  # JSON
         pa.field("inputs", pa.list_(pa.string())),  # table@version, and parent set refs
@@ -128,6 +128,7 @@ SETS = pa.schema(
         pa.field("rows", pa.int64(), nullable=False),
         pa.field("content_hash", pa.string(), nullable=False),
         pa.field("created_at", TS),
+        pa.field("table_version", pa.int64()),  # Lance version of set_<name> (null: = version)
     ]
 )
 

@@ -1,31 +1,49 @@
 #!/usr/bin/env bash
-# The miniature experiment of docs/EXPERIMENT.md: the demo for seeds 0, 1, 2, then mean ± std.
+# The miniature experiment of docs/EXPERIMENT.md: the demo over several seeds, then every row's
+# mean ± 95 % t-interval and each claim's paired difference (`curator demo report --aggregate`).
 #
-#   bash scripts/experiment.sh                   # small scale, writes ./experiment_out
-#   bash scripts/experiment.sh --out /tmp/exp --seeds "0 1 2 3 4" --scale tiny
+#   bash scripts/experiment.sh                    # tuning run: seeds 0-4, small scale, ./experiment_out/tuning
+#   bash scripts/experiment.sh --confirm          # confirmation run: seeds 5-9, ./experiment_out/confirm
+#   bash scripts/experiment.sh --seeds "0 1" --scale tiny --out /tmp/exp --teacher-fraction 0.5
 #
-# Each seed is a full `scripts/demo.sh` run in OUT/seed_<S> (a new corpus, teacher and students);
-# `curator demo report --aggregate` folds their report.json files into OUT/aggregate.md.
+# Honest procedure: choose every setting (corpus, thresholds, budgets, K) on the tuning seeds 0-4
+# only; then run the confirmation seeds 5-9 once, unchanged, and report both runs separately.
+# Each seed is a full `scripts/demo.sh` run in OUT/<run>/seed_<S> (a new corpus, teacher, students).
 set -euo pipefail
 OUT=./experiment_out
-SEEDS="0 1 2"
+SEEDS=""
+RUN=tuning
 SCALE=small
+DEMO_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
-    --seeds) SEEDS="$2"; shift 2 ;;
+    --seeds) SEEDS="$2"; RUN=custom; shift 2 ;;
+    --confirm) RUN=confirm; shift ;;
     --scale) SCALE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --teacher-fraction) DEMO_ARGS+=(--teacher-fraction "$2"); shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $1" >&2; exit 2 ;;
   esac
 done
+if [ -z "$SEEDS" ]; then
+  case "$RUN" in
+    tuning) SEEDS="0 1 2 3 4" ;;
+    confirm) SEEDS="5 6 7 8 9" ;;
+  esac
+elif [ "$RUN" = confirm ]; then
+  echo "error: --confirm runs the fixed confirmation seeds 5-9; do not combine it with --seeds" >&2
+  exit 2
+fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
+mkdir -p "$OUT/$RUN"
+OUT="$(cd "$OUT/$RUN" && pwd)"
+echo "run: $RUN; seeds: $SEEDS; scale: $SCALE; out: $OUT"
 DIRS=()
 for seed in $SEEDS; do
   echo "==== seed $seed"
-  bash "$HERE/demo.sh" --seed "$seed" --scale "$SCALE" --out "$OUT/seed_$seed" 2>&1 | tee "$OUT/seed_$seed.log"
+  bash "$HERE/demo.sh" --seed "$seed" --scale "$SCALE" --out "$OUT/seed_$seed" "${DEMO_ARGS[@]}" 2>&1 \
+    | tee "$OUT/seed_$seed.log"
   DIRS+=("$OUT/seed_$seed")
 done
 if [ "${CURATOR_DEMO_NO_SETUP:-0}" != 1 ]; then

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ["Teacher", "DU", "DU+SL", "DS", "DS+SL", "ADS", "ADS+SL"]
-NAMES = ["teacher", "du", "du_sl", "ds", "ds_sl", "ads", "ads_sl"]
+ROWS = ["Teacher", "SL", "DU", "DU+SL", "DS", "DS+SL", "ADS", "ADS+SL", "ADS-bal+SL"]
+NAMES = ["teacher", "sl", "du", "du_sl", "ds", "ds_sl", "ads", "ads_sl", "ads_bal_sl"]
+STUDENTS = NAMES[1:]
 
 
 def _env() -> dict:
@@ -75,13 +76,23 @@ def test_quick_demo_end_to_end(tmp_path):
     # Students start from the teacher and train on the sets the paper names, with its replay.
     by = {m["name"]: m for m in data["models"]}
     assert by["teacher"]["train_set"]["ref"].startswith("teacher_pairs@")
-    for name, set_name, replay in (("du", "du", "replay"), ("ds_sl", "ds", None), ("ads_sl", "ads", "ds")):
+    for name, set_name, replay in (("sl", "replay", None), ("du", "du", "replay"), ("ds_sl", "ds", None),
+                                   ("ads_sl", "ads", "ds"), ("ads_bal_sl", "ads_bal", "ds")):
         assert by[name]["train_set"]["ref"].split("@")[0] == set_name
         assert (by[name]["replay_set"] or {}).get("ref", "@").split("@")[0] == (replay or "")
         init = json.loads((out / "runs" / name / "checkpoint.json").read_text())["hparams"]["init"]
         assert Path(init) == out / "runs" / "teacher"
-    assert [by[n]["loss"] for n in NAMES] == ["clap", "clap", "soft", "clap", "soft", "clap", "soft"]
+    assert [by[n]["loss"] for n in NAMES] == ["clap", "soft", "clap", "soft", "clap", "soft", "clap", "soft", "soft"]
+    # one optimiser-step budget for the SL control and every student
+    assert {by[n]["steps"] for n in STUDENTS} == {2}
+    # the teacher early-stopped (or ran out of epochs) on a held-out slice of its own pairs
+    val = by["teacher"]["validation"]
+    assert val["curve"] and val["data"]["source"] == "fraction" and val["kept_step"] == val["best_step"]
+    assert by["teacher"]["steps"] == (val["stopped_at"] or by["teacher"]["steps"])
     sets = {s["name"]: s for s in data["sets"]}
-    assert {"teacher_pairs", "du", "ds", "ads", "replay", "pseudo"} <= set(sets)
+    assert {"teacher_pairs", "du", "ds", "ads", "ads_bal", "replay", "pseudo", "pseudo_flex"} <= set(sets)
     assert sets["du"]["threshold"] == sets["ads"]["threshold"]
+    bal = sets["ads_bal"]["balance"]
+    assert max(bal["counts"].values()) <= bal["quota"] and sets["ads_bal"]["label_counts"]
+    assert sets["pseudo_flex"]["per_class_threshold"] == "flexmatch" and sets["pseudo_flex"]["thresholds"]
     assert re.search(r"tau \(DU, ADS\) = [0-9.]+", r.stdout)

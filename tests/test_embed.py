@@ -20,6 +20,7 @@ from tiny_models import PROJECTION_DIM, make_tiny_clap, minilm_path
 from curator.embed.pending import parse_shard, shard_mask
 from curator.models.registry import add_model, get_model
 from curator.models.teachers import load_teacher
+from schemas import reading
 from schemas.errors import MixedModelsError, ParameterError
 from trainer.data.audio import fit_window, load_audio
 
@@ -49,8 +50,8 @@ def _setup(cli, store, tiny_clap, tone, tmp_path, n, long_every=0):
 
 def _emb(store_uri, modality="audio"):
     name = f"emb_tiny_{modality}"
-    db = lancedb.connect(store_uri)
-    return db.open_table(name).to_arrow() if name in db.list_tables().tables else None
+    # only committed tables: while another process creates the table its folder exists without a version
+    return reading.read_table(store_uri, name) if name in reading.table_names(store_uri) else None
 
 
 def _curator_proc(store_uri, *args, env=None):

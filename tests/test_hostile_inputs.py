@@ -404,7 +404,6 @@ def test_read_only_store_is_refused(tmp_path, tone):
     assert versions(store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="store marker: reliability branch")
 def test_a_folder_of_wavs_is_not_a_store(tmp_path, tone):
     clips = tmp_path / "clips"
     tone(clips / "a.wav")

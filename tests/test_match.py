@@ -230,8 +230,10 @@ def test_mixed_models_are_refused(pool):
 def test_existing_run_is_refused_unless_replaced(pool):
     store = pool["store"]
     first = run_match(store, "m1", pool["t"], 3, run_name="again")
-    with pytest.raises(ParameterError, match="already exists"):
-        run_match(store, "m1", pool["t"], 3, run_name="again")
+    same = run_match(store, "m1", pool["t"], 3, run_name="again")  # the same request: already complete
+    assert same.reused and same.pairs == first.pairs
+    with pytest.raises(ParameterError, match="already exists with other parameters"):
+        run_match(store, "m1", pool["t"], 2, run_name="again")
     second = run_match(store, "m1", pool["t"], 1, run_name="again", replace=True)
     assert second.pairs < first.pairs
     assert len(candidates_of(store, "again")) == second.pairs

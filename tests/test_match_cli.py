@@ -31,7 +31,10 @@ def test_match_writes_candidates_and_run(cli, pool):
     assert [(r["run_id"], r["pairs"], r["per"]) for r in runs] == [("r1", len(cands), "both")]
 
     again = cli.curator("match", "--model", "clapx", "--threshold", t, "--run", "r1")
-    assert again.code == 2 and "error: run 'r1' already exists; pass --replace" in again.output
+    assert again.code == 2 and "error: run 'r1' already exists with other parameters or inputs; pass --replace" \
+        in again.output
+    same = cli.curator("match", "--model", "clapx", "--threshold", t, "--top-k", 3, "--per", "both", "--run", "r1")
+    assert same.code == 0 and "already complete with these parameters and inputs" in same.output
     replaced = cli.curator("match", "--model", "clapx", "--threshold", t, "--run", "r1", "--replace",
                            "--method", "sql", "--format", "json")
     assert replaced.code == 0, replaced.output

@@ -157,7 +157,7 @@ def write_set(store, name: str = "du") -> pa.Table:
                      "teacher_audio": vec, "teacher_text": vec})
     rows = conform(rows, schema, "test set")
     version = store.overwrite(set_table_name(name), rows, schema)
-    store.append("sets", pa.table({"name": [name], "version": [version], "strategy": ["pseudo"],
+    store.append("sets", pa.table({"name": [name], "version": [1], "table_version": [version], "strategy": ["pseudo"],
                                    "params": [json.dumps({"threshold": 0.5})], "inputs": [["audio@1"]],
                                    "model_id": ["clap-tiny"], "rows": [3], "content_hash": [content_hash(rows)]}))
     return rows

@@ -61,7 +61,8 @@ def test_empty_result_is_refused_unless_allowed(store, world):
     assert b.rows.num_rows == 0
     with pytest.raises(ParameterError, match="no rows; nothing written"):
         write_set(store, "empty", b.rows, b.strategy, b.params, b.inputs, b.model)
-    assert not store.has("set_empty") and versions(store, "sets") == 0
+    # nothing written: `sets` is still only the empty table made with the store
+    assert not store.has("set_empty") and versions(store, "sets") == 1 and store.read("sets").num_rows == 0
     v, _ = write_set(store, "empty", b.rows, b.strategy, b.params, b.inputs, b.model, allow_empty=True)
     assert v.rows == 0 and read_set(store.uri, "empty")[0].num_rows == 0
 
@@ -82,12 +83,16 @@ def test_catalog_failure_rolls_the_set_table_back(store, world, monkeypatch):
     with pytest.raises(StoreError):
         write_set(store, "fresh", b2.rows, b2.strategy, b2.params, b2.inputs, b2.model)
     monkeypatch.undo()
-    assert not store.has("set_fresh")
+    # a brand-new set's table is back to its empty first version, and no catalog row names it
+    assert store.read("set_fresh").num_rows == 0
+    with pytest.raises(RefError, match="does not exist"):
+        read_set(store.uri, "fresh")
     rows, resolved = read_set(store.uri, "du")  # latest is still version 1, content verified
     assert resolved.version == v1.version and content_hash(rows) == v1.content_hash
     assert store.read("set_du").num_rows == v1.rows  # the table's current data is version 1's again
     v2, _ = write_set(store, "du", b2.rows, b2.strategy, b2.params, b2.inputs, b2.model)
     assert read_set(store.uri, f"du@{v2.version}")[1].content_hash == content_hash(b2.rows)
+    assert v2.version == v1.version + 1  # the catalog numbers versions: the failed write used no number
 
 
 def test_tags_list_and_bad_refs(store, world):

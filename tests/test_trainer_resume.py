@@ -42,10 +42,10 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path, tone, stor
     r = cli.trainer(*_args(*common, "--out", full))
     assert r.code == 0, r.output
     assert "finished at step 8/8" in r.output
-    # "Kill" after step 5: the last checkpoint is step 3, steps 4-5 are lost work.
+    # "Kill" after step 5: checkpoints at step 3 and at the end of epoch 1 (step 4); step 5 is lost work.
     r = cli.trainer(*_args(*common, "--out", killed, "--checkpoint-every", "3", "--stop-after", "5"))
     assert r.code == 0, r.output
-    assert read_checkpoint(killed)["step"] == 3 and len(_losses(killed)) == 5
+    assert read_checkpoint(killed)["step"] == 4 and len(_losses(killed)) == 5
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "trainer", "--store", store_uri, "fit", "--resume", "--out",
                            str(killed)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
@@ -70,7 +70,8 @@ def test_resume_refuses_changed_data_or_settings(tmp_path, tone, store_uri, cli)
                            "--stop-after", "2"))
     assert r.code == 0, r.output
     r = cli.trainer(*_args("--set", "pairs", "--out", out))
-    assert r.code == 2 and "already holds a checkpoint (step 2)" in r.output
+    assert r.code == 2 and "already holds a checkpoint (step 2 of 8)" in r.output
+    assert "continue it with `trainer --store" in r.output and f"fit --resume --out {out}`" in r.output
     v2 = write_set(store_uri, "pairs", clips[:12])  # the set was rebuilt: "pairs" now means v2
     r = cli.trainer("fit", "--resume", "--out", out)
     assert r.code == 2

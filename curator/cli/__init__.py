@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "List the versions of a table (with tags); any of them can be read with `query --at`."),
     "tag": ("store", "tag_cmd",
            "Name a table version so it can be read as TABLE@TAG."),
+    "doctor": ("store", "doctor_cmd",
+              "Check every table of the store (opens, rows, versions, duplicate keys, orphans); --repair fixes."),
     "models": ("models", "models",
               "Register and list models (teachers, students, sentence encoders)."),
     "embed": ("embed", "embed",

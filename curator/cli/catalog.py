@@ -6,6 +6,7 @@ import click
 
 from curator.cli.common import echo_report, echo_table, format_option, pass_store
 from curator.curate.catalog import EXPORT_FORMATS, diff_sets, export_set, format_lineage, list_sets, show_set, tag_set
+from curator.curate.counts import format_counts, label_counts
 
 DIFF_COLUMNS = ["audio_id", "text_id", "text", "score", "label"]
 
@@ -45,21 +46,26 @@ def list_cmd(ctx, fmt):
 @format_option(("table", "json"))
 @pass_store
 def show_cmd(ctx, ref, fmt):
-    """Show a set version's lineage: params, inputs, model, and parent sets back to round 0.
+    """Show a set version's lineage (params, inputs, model, parent sets back to round 0) and, for a
+    set with labels, its per-class counts.
 
     \b
     Example:
       curator sets show pl_r2@latest-good
       curator sets show ads_esc@3 --format json
     """
-    lineage = show_set(ctx.store(create=False), ref)
+    store = ctx.store(create=False)
+    lineage = show_set(store, ref)
+    counts = label_counts(store, ref)
     if fmt == "json":  # the same tree: a set's parents are sets and models, a model's the set it was trained on
         import dataclasses
         import json
 
-        click.echo(json.dumps(dataclasses.asdict(lineage), default=str))
+        click.echo(json.dumps({**dataclasses.asdict(lineage), "per_class_counts": counts}, default=str))
         return
     click.echo("\n".join(format_lineage(lineage)))
+    if counts:
+        click.echo(f"per-class counts (label): {format_counts(counts)}")
 
 
 @sets.command("diff")

@@ -9,6 +9,7 @@ import click
 
 from curator.store.store import Store
 from schemas.errors import CuratorError, os_error_line
+from schemas.exits import exit_line, sigterm_as_interrupt
 
 
 class StoreContext:
@@ -21,13 +22,15 @@ class StoreContext:
     def store(self, create: bool = True) -> Store:
         if self._store is None:
             self._store = Store.open(self.uri, create=create)
+            for note in self._store.notes:  # what opening had to fix, one line each
+                click.echo(f"note: {note}", err=True)
         return self._store
 
 
 pass_store = click.make_pass_decorator(StoreContext)
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 some items failed and were recorded (table errors) or a check found "
-              "problems; 2 bad input (one `error: ...` line on stderr); 130 interrupted (rerun to resume).")
+              "problems; 2 bad input (one `error: ...` line on stderr); 28 disk full (free space, rerun); 130 interrupted (rerun to resume).")
 FORMATS = ("table", "csv", "json")
 FORMAT_HELP = ("table for a terminal; csv (header + rows, no trailing blank line); json (one JSON array of "
                "row objects).")
@@ -76,15 +79,20 @@ def fail(message: str, code: int = 2) -> None:
     raise exc
 
 
+INTERRUPTED = ("interrupted: every write finished before the interruption is kept (each is one atomic "
+               "commit), nothing is half-written; rerun the same command to finish (nothing is done twice)")
+
+
 def run_main(group: click.Group, argv: list[str] | None = None) -> int:
-    """Run a click group; a CuratorError becomes one `error: ...` line on stderr and exit code 2."""
+    """Run a click group; a CuratorError becomes one `error: ...` line on stderr and exit code 2.
+
+    Ctrl-C and SIGTERM end with one line saying what was kept and what to run next (exit 130), a
+    full disk with one line, not a traceback (exit 28): see `schemas.exits`."""
     try:
-        # In non-standalone mode click returns an Exit's code instead of raising it.
-        code = group.main(args=argv, standalone_mode=False)
+        with sigterm_as_interrupt():
+            # In non-standalone mode click returns an Exit's code instead of raising it.
+            code = group.main(args=argv, standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except CuratorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:  # one line, not click's usage block
@@ -94,15 +102,18 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except OSError as exc:
-        click.echo(f"error: {os_error_line(exc)}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("interrupted; rerun the same command to resume", err=True)
-        return 130
+    except BaseException as exc:  # noqa: BLE001 - classified below; anything unknown is re-raised
+        ended = exit_line(exc, INTERRUPTED)
+        if ended is None:
+            if isinstance(exc, click.exceptions.Abort):  # a "no" at a confirmation prompt
+                click.echo("aborted", err=True)
+                return 130
+            if isinstance(exc, OSError):  # a path we could not read or write
+                click.echo(f"error: {os_error_line(exc)}", err=True)
+                return 2
+            raise
+        click.echo(ended[0], err=True)
+        return ended[1]
 
 
 def check_out_path(out: str | None) -> None:

@@ -6,11 +6,13 @@ import click
 import pyarrow as pa
 
 from curator.cli.common import echo_report, format_option, option_group, pass_store
+from curator.curate.balance import BalanceOptions
 from curator.curate.catalog import write_set
 from curator.curate.decisions import read_decisions
 from curator.curate.guard import DEFAULT_THRESHOLD, find_contamination, record_contamination
 from curator.curate.pseudo import PseudoOptions, build_pseudo
 from curator.curate.strategies import DSOptions, MatchOptions, build_ads, build_ds, build_du
+from curator.curate.thresholds import RULES
 from curator.match.params import parse_memory
 from schemas.errors import ParameterError
 
@@ -48,19 +50,46 @@ def _write(store, name, build, allow_empty, fmt="table"):
     lines = [f"{'unchanged' if unchanged else 'built'}: set {resolved.ref} strategy={resolved.strategy} "
              f"rows={resolved.rows} hash={resolved.content_hash[:12]}"
              + (" (same rows, params and inputs as the latest version; nothing written)" if unchanged else "")]
-    lines += [f"  {key}: {value}" for key, value in sorted(build.stats.items()) if key != "per_class"]
-    per_class = build.stats.get("per_class") or {}
-    table = (pa.Table.from_pylist([{"label": k, "clips": v} for k, v in per_class.items()],
-                                  schema=pa.schema([("label", pa.string()), ("clips", pa.int64())]))
-             if per_class else None)
+    lines += [f"  {key}: {value}" for key, value in sorted(build.stats.items()) if not isinstance(value, dict)]
     record = {"set": resolved.ref, "strategy": resolved.strategy, "rows": resolved.rows,
               "content_hash": resolved.content_hash, "written": bool(written), "stats": build.stats}
-    echo_report(record, fmt, lines, table)
+    echo_report(record, fmt, lines, _class_table(build.stats))
     return resolved
+
+
+def _class_table(stats: dict):
+    """Per-class counts of a build (and its candidates / confident clips / thresholds when it has them),
+    as a table, or None."""
+    counts = stats.get("per_class")
+    if not counts:
+        return None
+    extra = [("candidates", "per_class_candidates"), ("confident", "per_class_confident"), ("threshold", "thresholds")]
+    extra = [(title, stats[key]) for title, key in extra if key in stats]
+    rows = [{"label": c, **{t: v.get(c) for t, v in extra}, "kept": n} for c, n in counts.items()]
+    types = {"candidates": pa.int64(), "confident": pa.int64(), "threshold": pa.float64()}
+    schema = pa.schema([("label", pa.string())] + [(t, types[t]) for t, _ in extra] + [("kept", pa.int64())])
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _decisions(path):
     return read_decisions(path) if path else None
+
+
+_balance = option_group(
+    click.option("--balance", "balance_set", metavar="LABEL_SET",
+                 help="Class-balance the set: each pair goes to the label whose prompt is nearest its caption "
+                      "(teacher text space, or --text-model), then each class keeps its best pairs up to a quota."),
+    click.option("--per-class", type=int, metavar="K",
+                 help="With --balance: at most K pairs per class (default: an equal quota, candidates / classes)."),
+)
+
+
+def _balance_options(balance_set, per_class, text_model):
+    if balance_set is None:
+        if per_class is not None:
+            raise ParameterError("--per-class needs --balance LABEL_SET")
+        return None
+    return BalanceOptions(balance_set, per_class, text_model).check()
 
 
 @click.group()
@@ -79,20 +108,28 @@ def build():
 @_match
 @click.option("--pairs-where", metavar="SQL", help="Teacher-training captions: SQL over `texts` (default: all "
               "captions with a paired clip).")
+@click.option("--text-model", metavar="NAME", help="With --balance: text model that assigns captions to classes "
+              "(default: the teacher's text tower).")
+@_balance
 @pass_store
 def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
-           threshold, top_k, per, pool_where, device, max_memory, pairs_where):
+           threshold, top_k, per, pool_where, device, max_memory, pairs_where, text_model, balance_set, per_class):
     """Domain-unspecific: teacher-training captions × wild clips, score ≥ τ.
 
     \b
-    Example:
+    Examples:
       curator build du --model clap --name du --threshold 0.3 --top-k 50 \\
         --pairs-where "source = 'clotho'" --pool-where "source = 'wild'"
+      curator build du --model clap --name du_bal --threshold 0.3 --top-k 1 --per audio \\
+        --pool-where "source = 'wild'" --balance esc50 --per-class 40 --text-model minilm
     """
+    balance = _balance_options(balance_set, per_class, text_model)
+    if text_model and balance is None:
+        raise ParameterError("du: --text-model is only used with --balance")
     store = ctx.store(create=False)
     opts = MatchOptions(threshold, top_k, per, device, parse_memory(max_memory))
     b = build_du(store, model_name, opts, pool_where, pairs_where,
-                 allow_contaminated, _decisions(decisions_path), keep_accepted)
+                 allow_contaminated, _decisions(decisions_path), keep_accepted, balance)
     _write(store, set_name, b, allow_empty, fmt)
 
 
@@ -156,10 +193,11 @@ def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
 @click.option("--from-set", metavar="DS_REF", help="DS set whose captions are matched (name, name@N, name@tag).")
 @click.option("--label-set", help="Compute DS on the fly from this label set instead of --from-set.")
 @click.option("--ds-threshold", type=float, help="τ_ds for the on-the-fly DS step.")
+@_balance
 @pass_store
 def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
-            threshold, top_k, per, pool_where, device, max_memory, pairs_where, text_model, from_set, label_set,
-            ds_threshold):
+            threshold, top_k, per, pool_where, device, max_memory, pairs_where, text_model, from_set, label_set, ds_threshold,
+            balance_set, per_class):
     """Augmented domain-specific: DS captions × wild clips, score ≥ τ.
 
     \b
@@ -168,6 +206,8 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
         --top-k 20 --pool-where "source = 'wild'"
       curator build ads --model clap --name ads_esc --label-set esc50 --ds-threshold 0.65 \\
         --threshold 0.3 --pool-where "source = 'wild'"
+      curator build ads --model clap --name ads_bal --from-set ds_esc --threshold 0.3 --top-k 1 \\
+        --per audio --pool-where "source = 'wild'" --balance esc50 --text-model minilm
     """
     ds = None
     if label_set is not None or ds_threshold is not None:
@@ -177,7 +217,8 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
     store = ctx.store(create=False)
     opts = MatchOptions(threshold, top_k, per, device, parse_memory(max_memory))
     b = build_ads(store, model_name, opts, pool_where, from_set, ds,
-                  allow_contaminated, _decisions(decisions_path), keep_accepted)
+                  allow_contaminated, _decisions(decisions_path), keep_accepted,
+                  _balance_options(balance_set, per_class, text_model))
     _write(store, set_name, b, allow_empty, fmt)
 
 
@@ -188,6 +229,10 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
 @click.option("--min-confidence", type=float, default=0.9, show_default=True, help="Keep clips with max p ≥ this.")
 @click.option("--audio-where", metavar="SQL", help="Clips to label: SQL over `audio` (default: all clips).")
 @click.option("--max-per-class", type=int, help="Keep at most N clips per class (most confident first).")
+@click.option("--per-class-threshold", type=click.Choice(RULES), default=None,
+              help="Class-wise thresholds from --min-confidence τ. flexmatch: τ_c = τ·β_c/(2−β_c), β_c = class c's "
+                   "confident clips over the largest class's; quantile: every class keeps the share of its own "
+                   "predictions that τ keeps overall.")
 @click.option("--temperature", type=float, help="Use softmax(a·p / T) instead of the model's logit scale.")
 @click.option("--classifier", type=click.Path(file_okay=False), metavar="CKPT",
               help="Take p(c|x) from a trained classifier checkpoint instead of zero-shot scores.")
@@ -195,17 +240,20 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
 @click.option("--allow-empty", is_flag=True, help="Write a version even when no clip passes.")
 @format_option()
 @pass_store
-def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_where, max_per_class, temperature,
-                 classifier, allow_contaminated, allow_empty, fmt):
+def pseudo_label(ctx, model_name, label_set, set_name, min_confidence, audio_where, max_per_class,
+                 per_class_threshold, temperature, classifier, allow_contaminated, allow_empty, fmt):
     """Pseudo-label unlabelled clips from zero-shot scores (or a classifier) and keep the confident ones.
 
     \b
     Example:
       curator pseudo-label --model student_r1 --label-set tut --min-confidence 0.9 \\
         --name pl_r2 --audio-where "source = 'scenes' and labels is null" --max-per-class 200
+      curator pseudo-label --model teacher --label-set esc50 --min-confidence 0.9 --name pl_flex \\
+        --per-class-threshold flexmatch --max-per-class 100 --audio-where "split = 'wild'"
     """
     store = ctx.store(create=False)
-    opts = PseudoOptions(label_set, min_confidence, audio_where, max_per_class, temperature, classifier)
+    opts = PseudoOptions(label_set, min_confidence, audio_where, max_per_class, temperature, classifier,
+                         per_class_threshold)
     b = build_pseudo(store, model_name, opts, allow_contaminated)
     _write(store, set_name, b, allow_empty, fmt)
 

@@ -98,7 +98,9 @@ def scenes_cmd(out, clips, labelled_fraction, seed, seconds, sample_rate, force)
 
 @demo.command("report")
 @click.argument("demo_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--aggregate", is_flag=True, help="Fold several demo folders (seeds) into mean ± std.")
+@click.option("--aggregate", is_flag=True,
+              help="Fold several demo folders (seeds) into mean ± 95 % t-interval per row and paired differences "
+                   "per claim.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Report folder (default DEMO_DIR/report; with --aggregate: required).")
 def report_cmd(demo_dirs, aggregate, out):
@@ -107,7 +109,9 @@ def report_cmd(demo_dirs, aggregate, out):
     Reads DEMO_DIR/evals/<model>.json (`trainer eval --json`), runs/<model>/ (checkpoint.json,
     metrics.jsonl), sweep.png, the store's sets and corpus/ground_truth.csv; writes report.md,
     report.json, sweep.png, curves.png and per_class.png. With --aggregate, reads each
-    DEMO_DIR/report/report.json (or builds it) and writes aggregate.md / aggregate.json.
+    DEMO_DIR/report/report.json (or builds it) and writes aggregate.md / aggregate.json: every row's
+    mean ± 95 % Student-t interval over the seeds, and for each claim "A > B" the per-seed paired
+    difference A − B with its mean, interval and the number of seeds it held on.
 
     \b
     Examples:
@@ -141,8 +145,7 @@ def report_cmd(demo_dirs, aggregate, out):
     md = report.write_aggregate(agg, out)
     click.echo(report.aggregate_table(agg))
     click.echo("")
-    for c in agg["claims"]:
-        click.echo(f"{c['claim']}: held on {c['held']}/{c['of']} seeds")
+    click.echo(report.claims_table(agg))
     click.echo(f"report: {md}")
 
 

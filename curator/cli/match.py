@@ -88,6 +88,9 @@ def match(ctx, model, threshold, top_k, per, method, texts_where, audio_where, r
                       progress=bar, max_memory=parse_memory(max_memory))
     finally:
         bar.close()
+    if s.reused:
+        click.echo(f"run {s.run_id!r} is already complete with these parameters and inputs; nothing written "
+                   f"(pass --replace to redo it)", err=True)
     echo_table(pa.Table.from_pylist([{
         "run": s.run_id, "method": s.method, "model": s.model_id, "threshold": s.threshold, "top_k": s.top_k,
         "per": s.per, "texts": s.n_texts, "clips": s.n_audio, "pairs": s.pairs, "recall": s.recall,

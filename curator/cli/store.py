@@ -1,4 +1,4 @@
-"""`curator query`, `curator tables`, `curator versions`, `curator tag`."""
+"""`curator query`, `curator tables`, `curator versions`, `curator tag`, `curator doctor`."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def query_cmd(ctx, sql, fmt, out, at_specs):
     \b
     Examples:
       curator query "select source, count(*) n from audio group by 1"
-      curator query --at audio@1 "select count(*) from audio"
+      curator query --at audio@2 "select count(*) from audio"
       curator query "select * from candidates where score > 0.5" --format parquet --out pairs.parquet
     """
     from schemas.filters import read_only_statement
@@ -88,3 +88,38 @@ def tag_cmd(ctx, table, version, tag):
     """
     ctx.store(create=False).tag(table, version, tag)
     click.echo(f"tagged {table}@{version} as {table}@{tag}")
+
+
+@click.command("doctor")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed, saying what was done.")
+@pass_store
+def doctor_cmd(ctx, repair):
+    """Check every table of the store (opens, rows, versions, duplicate keys, orphans); --repair fixes.
+
+    Exit code 0 when the store is healthy (after --repair: when nothing is left to fix), 1 otherwise.
+
+    \b
+    Example:
+      curator doctor
+      curator doctor --repair
+    """
+    import pyarrow as pa
+
+    from curator.store.doctor import check_store
+
+    report = check_store(ctx.uri, repair=repair)
+    echo_table(pa.Table.from_pylist(
+        [{"table": t.name, "rows": t.rows, "version": t.version, "versions": t.versions,
+          "duplicates": t.duplicates, "ok": t.error is None and not t.duplicates} for t in report.tables],
+        schema=pa.schema([("table", pa.string()), ("rows", pa.int64()), ("version", pa.int64()),
+                          ("versions", pa.int64()), ("duplicates", pa.int64()), ("ok", pa.bool_())])))
+    for line in report.repaired:
+        click.echo(f"repaired: {line}")
+    for line in report.notes:
+        click.echo(f"note: {line}")
+    for line in report.problems:
+        click.echo(f"problem: {line}")
+    click.echo("healthy" if report.healthy else f"{len(report.problems)} problem(s)"
+               + ("" if repair or report.healthy else "; run `curator doctor --repair` to fix what can be fixed"))
+    if not report.healthy:
+        raise click.exceptions.Exit(1)

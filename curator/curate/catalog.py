@@ -1,19 +1,22 @@
 """Improvement-set versions and their catalog: write, list, show (lineage), diff, tag, export.
 
-A set version *is* the Lance version of `set_<name>`: each build is exactly one overwrite write.
-The `sets` table is the catalog, and it is the source of truth for which Lance versions are set
-versions: `schemas.sets.resolve_set` only resolves versions that have a catalog row.
+Each build is exactly one overwrite write of `set_<name>` (one Lance version). The `sets` table is
+the catalog and decides the numbers: set version N of `name` is the catalog row (name, N), which
+records the Lance version of `set_<name>` holding its rows (`table_version`; rows written before
+that column existed have version = Lance version). `schemas.sets.resolve_set` only resolves
+versions that have a catalog row.
 
-Write protocol (single writer per set name):
+Write protocol (one writer per set name at a time: the set table's lock is held throughout):
 1. every row is computed and validated before anything is written, so a build that fails
    anywhere before the write leaves the store untouched;
 2. the catalog table is opened (created) *before* the overwrite, so the common failure of the
    second step (a missing or unwritable catalog) is found while nothing has been written;
-3. overwrite `set_<name>` (one new Lance version N), then append the catalog row for N;
-4. if the catalog append still fails, the set table is rolled back: `restore(previous)` (Lance
-   never deletes history, so this adds a commit whose contents equal the previous version) or,
-   for a brand-new set, the table is dropped. Either way no catalog row names the failed version,
-   so it can never be resolved, read or trained on, and `latest` still means the previous version.
+3. the next number is the catalog's largest for `name` plus one; overwrite `set_<name>` (one new
+   Lance version L), then append the catalog row (name, N, L). A build killed between the two
+   writes leaves L uncatalogued; its rerun, with the same rows, reuses L and gets the same N;
+4. if the catalog append fails, the set table is rolled back with `restore(previous)` (Lance
+   never deletes history, so this adds a commit whose contents equal the previous version).
+   No catalog row names the failed version, so it can never be resolved, read or trained on.
 
 A rebuild whose rows, strategy, params, inputs and model equal the latest version writes nothing
 and returns that version, saying so (re-running a command is idempotent).
@@ -32,6 +35,7 @@ import pyarrow as pa
 from curator.models.registry import find_model
 from curator.store.store import Store, now
 from schemas.errors import CuratorError, MixedModelsError, ParameterError, RefError, StoreError
+from schemas.faults import crash_point
 from schemas.refs import parse_ref
 from schemas.sets import ResolvedSet, content_hash, read_set, resolve_set
 from schemas.tables import SETS, set_rows, set_table_name
@@ -102,25 +106,48 @@ def write_set(store: Store, name: str, rows: pa.Table, strategy: str, params: di
     digest = content_hash(rows)
     params_json = json.dumps(params, sort_keys=True, default=str)
     model_id, model_sha = _model_fields(model)
-    previous = latest(store, name)
-    if previous is not None and _same_build(store, previous, digest, strategy, params_json, inputs, model_id):
-        return previous, False
     table_name = set_table_name(name)
-    existed = store.has(table_name)
-    prev_lance = store.version(table_name) if existed else None
-    store.table("sets")  # step 2: fail here, before writing, if the catalog is unusable
-    version = store.overwrite(table_name, rows, rows.schema)
-    row = {
-        "name": name, "version": version, "strategy": strategy, "params": params_json,
-        "inputs": list(inputs), "model_id": model_id, "model_sha256": model_sha,
-        "rows": rows.num_rows, "content_hash": digest, "created_at": now(),
-    }
-    try:
-        store.append("sets", pa.Table.from_pylist([row], schema=SETS))
-    except Exception as exc:  # whatever failed (Lance, disk, schema), no uncatalogued version may stay
-        _rollback(store, table_name, existed, prev_lance)
-        raise StoreError(f"set {name!r}: catalog write failed, set table rolled back ({exc})") from exc
+    with store.lock(table_name):  # one writer per set name: the number and the write go together
+        previous = latest(store, name)
+        if previous is not None and _same_build(store, previous, digest, strategy, params_json, inputs, model_id):
+            return previous, False
+        store.table("sets")  # step 2: fail here, before writing, if the catalog is unusable
+        numbers = _catalog_versions(store, name)
+        version = max(numbers, default=0) + 1
+        store.table(table_name, rows.schema)  # created empty in its own commit the first time
+        prev_lance = store.version(table_name)
+        lance_version = _orphan(store, table_name, set(numbers.values()), digest)
+        if lance_version is None:
+            lance_version = store.overwrite(table_name, rows, rows.schema)
+            crash_point("version committed")
+        row = {
+            "name": name, "version": version, "strategy": strategy, "params": params_json,
+            "inputs": list(inputs), "model_id": model_id, "model_sha256": model_sha,
+            "rows": rows.num_rows, "content_hash": digest, "created_at": now(), "table_version": lance_version,
+        }
+        try:
+            store.append("sets", pa.Table.from_pylist([row], schema=SETS))
+        except Exception as exc:  # whatever failed (Lance, disk, schema), no uncatalogued version may stay
+            if lance_version != prev_lance:
+                store.restore(table_name, prev_lance)
+            raise StoreError(f"set {name!r}: catalog write failed, set table rolled back ({exc})") from exc
+        crash_point("catalog written")
     return resolve_set(store.uri, f"{name}@{version}"), True
+
+
+def _catalog_versions(store: Store, name: str) -> dict[int, int]:
+    """{set version: Lance version of set_<name>} of every catalogued version of `name`."""
+    return {int(r["version"]): int(r.get("table_version") or r["version"])
+            for r in store.read("sets").to_pylist() if r["name"] == name}
+
+
+def _orphan(store: Store, table_name: str, catalogued: set[int], digest: str) -> int | None:
+    """The set table's latest Lance version when no catalog row names it and it holds exactly these
+    rows: a build killed between its two writes. Its rerun reuses it instead of writing again."""
+    current = store.version(table_name)
+    if current in catalogued or store.dataset(table_name).count_rows() == 0:
+        return None
+    return current if content_hash(store.read(table_name)) == digest else None
 
 
 def _same_build(store: Store, prev: ResolvedSet, digest: str, strategy: str, params_json: str,
@@ -130,13 +157,6 @@ def _same_build(store: Store, prev: ResolvedSet, digest: str, strategy: str, par
     if json.dumps(prev.params, sort_keys=True, default=str) != params_json:
         return False
     return catalog_row(store, prev.name, prev.version).get("model_id") == model_id
-
-
-def _rollback(store: Store, table_name: str, existed: bool, prev_lance: int | None) -> None:
-    if not existed:
-        store.drop(table_name)
-        return
-    store.restore(table_name, prev_lance)
 
 
 def catalog_row(store: Store, name: str, version: int) -> dict:
@@ -181,13 +201,15 @@ def list_sets(store: Store) -> pa.Table:
 
 
 def _tags_by_version(store: Store, name: str) -> dict[int, list[str]]:
+    """{set version: tags}; a tag is a Lance tag on the set table's version of that set version."""
     table_name = set_table_name(name)
     if not store.has(table_name):
         return {}
+    by_lance = {lance: version for version, lance in _catalog_versions(store, name).items()}
     out: dict[int, list[str]] = {}
     for v in store.versions(table_name):
-        if v["tags"]:
-            out[int(v["version"])] = v["tags"]
+        if v["tags"] and int(v["version"]) in by_lance:
+            out[by_lance[int(v["version"])]] = v["tags"]
     return out
 
 
@@ -305,7 +327,7 @@ def tag_set(store: Store, ref: str, tag: str) -> ResolvedSet:
     tag_ref = parse_ref(f"{resolved.name}@{tag}")
     if tag_ref.tag is None:
         raise RefError(f"tag {tag!r} is a number; tags must contain a non-digit so they cannot shadow versions")
-    store.tag(set_table_name(resolved.name), resolved.version, tag)
+    store.tag(set_table_name(resolved.name), resolved.table_version, tag)
     return resolved
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 from curator.curate.catalog import SET_INPUT
 from curator.curate.rows import assemble, label_classes, select_clips, start_build, vectors
 from curator.curate.strategies import Build
+from curator.curate.thresholds import RULES, class_thresholds, confident_counts
 from curator.models.registry import checkpoint_trained_on
 from curator.store.store import Store
 from schemas.errors import ModelError, ParameterError
@@ -36,8 +37,12 @@ class PseudoOptions:
     max_per_class: int | None = None
     temperature: float | None = None
     classifier: str | None = None
+    per_class_threshold: str | None = None  # flexmatch | quantile (curator.curate.thresholds)
 
     def check(self) -> None:
+        if self.per_class_threshold is not None and self.per_class_threshold not in RULES:
+            raise ParameterError(f"--per-class-threshold {self.per_class_threshold!r}: expected one of "
+                                 f"{', '.join(RULES)}")
         if not 0.0 < self.min_confidence <= 1.0:
             raise ParameterError(f"--min-confidence {self.min_confidence}: must be in (0, 1]")
         if self.max_per_class is not None and self.max_per_class < 1:
@@ -48,7 +53,8 @@ class PseudoOptions:
     def params(self) -> dict:
         return {"label_set": self.label_set, "min_confidence": self.min_confidence,
                 "audio_where": self.audio_where, "max_per_class": self.max_per_class,
-                "temperature": self.temperature, "classifier": self.classifier}
+                "temperature": self.temperature, "classifier": self.classifier,
+                **({"per_class_threshold": self.per_class_threshold} if self.per_class_threshold else {})}
 
 
 def softmax_stats(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -137,7 +143,8 @@ def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_conta
     else:
         params["logit_scale"] = _scale(model, opts.temperature)
         labels, conf, margin, ent = _zero_shot(a_vecs, class_vecs, params["logit_scale"])
-    keep = conf >= opts.min_confidence
+    tau_c = class_thresholds(opts.per_class_threshold, labels, conf, len(classes), opts.min_confidence)
+    keep = conf >= tau_c[labels]
     sel = _cap(labels, conf, audio_ids, keep, opts.max_per_class)
     chosen = labels[sel].astype(np.int64)
     score = np.einsum("ij,ij->i", a_vecs[sel], class_vecs[chosen]).astype(np.float32)
@@ -148,5 +155,11 @@ def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_conta
     counts = {c: 0 for c in classes}
     for c in chosen:
         counts[classes[c]] += 1
-    lin.stats.update({"clips_scored": len(a_pos), "above_confidence": int(keep.sum()), "per_class": counts})
+    confident = confident_counts(labels, conf, len(classes), opts.min_confidence)
+    lin.stats.update({"clips_scored": len(a_pos), "above_confidence": int(keep.sum()), "per_class": counts,
+                      "per_class_confident": {c: int(n) for c, n in zip(classes, confident)}})
+    if opts.per_class_threshold:
+        thresholds = {c: (float(t) if np.isfinite(t) else None) for c, t in zip(classes, tau_c)}
+        lin.stats["thresholds"] = thresholds
+        params.update(thresholds=thresholds, per_class=counts)
     return Build(rows, "pseudo", params, lin.inputs, model, lin.stats)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from curator.curate.balance import BalanceOptions, balance_rows
 from curator.curate.catalog import check_set_model, set_input
 from curator.curate.decisions import Decisions
 from curator.curate.rows import (
@@ -152,11 +153,24 @@ def _pool(store: Store, lin: Lineage, model, pool_where: str, allow_contaminated
     return pool, pos, vecs
 
 
+def _balanced(store: Store, lin: Lineage, rows: pa.Table, balance: BalanceOptions | None, model,
+              params: dict) -> pa.Table:
+    """With --balance: rows cut to a per-class quota (curator.curate.balance), counts in params."""
+    if balance is None:
+        return rows
+    rows, params["balance"] = balance_rows(store, lin, rows, balance, model)
+    lin.stats["per_class"] = params["balance"]["counts"]
+    lin.stats["per_class_candidates"] = params["balance"]["candidates"]
+    return rows
+
+
 def build_du(store: Store, model_name: str, opts: MatchOptions, pool_where: str, pairs_where: str | None = None,
              allow_contaminated: bool = False, decisions: Decisions | None = None,
-             keep_accepted: bool = False) -> Build:
-    """DU: every teacher-training caption x every wild clip with score >= tau."""
+             keep_accepted: bool = False, balance: BalanceOptions | None = None) -> Build:
+    """DU: every teacher-training caption x every wild clip with score >= tau (optionally balanced)."""
     opts.check()
+    if balance is not None:
+        balance.check()
     model, lin = start_build(store, model_name)
     dparams = _decision_params(decisions, keep_accepted, lin)
     captions = select_texts(store, lin, CAPTIONS, pairs_where, "--pairs-where")
@@ -167,6 +181,7 @@ def build_du(store: Store, model_name: str, opts: MatchOptions, pool_where: str,
     rows = _cross(captions, cap_vecs, None, pool, pool_pos, pool_vecs, opts, decisions, keep_accepted, lin)
     params = {**opts.params(), "pairs_where": pairs_where, "pool_where": pool_where,
               "allow_contaminated": allow_contaminated, **dparams}
+    rows = _balanced(store, lin, rows, balance, model, params)
     return Build(rows, "du", params, lin.inputs, model, lin.stats)
 
 
@@ -248,9 +263,11 @@ def build_ds(store: Store, model_name: str, opts: DSOptions, allow_contaminated:
 
 def build_ads(store: Store, model_name: str, opts: MatchOptions, pool_where: str, from_set: str | None = None,
               ds: DSOptions | None = None, allow_contaminated: bool = False, decisions: Decisions | None = None,
-              keep_accepted: bool = False) -> Build:
-    """ADS: DS captions (from a DS set, or computed now) x wild clips with score >= tau."""
+              keep_accepted: bool = False, balance: BalanceOptions | None = None) -> Build:
+    """ADS: DS captions (from a DS set, or computed now) x wild clips with score >= tau (optionally balanced)."""
     opts.check()
+    if balance is not None:
+        balance.check()
     if (from_set is None) == (ds is None):
         raise ParameterError("ads needs exactly one of --from-set DS_REF or --label-set (with --ds-threshold)")
     model, lin = start_build(store, model_name)
@@ -271,6 +288,7 @@ def build_ads(store: Store, model_name: str, opts: MatchOptions, pool_where: str
     rows = _cross(captions, cap_vecs, labels, pool, pool_pos, pool_vecs, opts, decisions, keep_accepted, lin)
     params = {**opts.params(), "pool_where": pool_where, "allow_contaminated": allow_contaminated,
               **source, **dparams}
+    rows = _balanced(store, lin, rows, balance, model, params)
     return Build(rows, "ads", params, lin.inputs, model, lin.stats)
 
 

@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 from pathlib import Path
 
+from curator.curate.counts import label_counts
 from curator.demo import report_plots
+from curator.demo.stats import mean_interval
 from curator.store.sql import query
 from curator.store.store import Store
 from schemas.errors import ParameterError
 
-# (folder name, row label, training loss) in the order of the paper's Table 2.
-MODELS = [("teacher", "Teacher", "clap"), ("du", "DU", "clap"), ("du_sl", "DU+SL", "soft"),
-          ("ds", "DS", "clap"), ("ds_sl", "DS+SL", "soft"), ("ads", "ADS", "clap"), ("ads_sl", "ADS+SL", "soft")]
+# (folder name, row label, training loss): the paper's Table 2 in its order (SL = the teacher trained
+# on with soft labels on its own pairs, the control row), then our class-balanced rows.
+MODELS = [("teacher", "Teacher", "clap"), ("sl", "SL", "soft"), ("du", "DU", "clap"), ("du_sl", "DU+SL", "soft"),
+          ("ds", "DS", "clap"), ("ds_sl", "DS+SL", "soft"), ("ads", "ADS", "clap"), ("ads_sl", "ADS+SL", "soft"),
+          ("ads_bal_sl", "ADS-bal+SL", "soft")]
 LABELS = {name: label for name, label, _ in MODELS}
-# The paper's claims, as (better, worse) pairs of row labels.
-CLAIMS = [("ADS+SL", "DS+SL"), ("DS+SL", "Teacher"), ("DS+SL", "DS"), ("ADS+SL", "Teacher"), ("DU+SL", "DU"),
-          ("ADS+SL", "ADS")]
+# The paper's claims, as (better, worse) pairs of row labels, then ours (balance).
+CLAIMS = [("ADS+SL", "Teacher"), ("ADS+SL", "SL"), ("ADS+SL", "DS+SL"), ("DS+SL", "Teacher"), ("DS+SL", "DS"),
+          ("DU+SL", "DU"), ("ADS+SL", "ADS"), ("SL", "Teacher"), ("ADS-bal+SL", "ADS+SL"), ("ADS-bal+SL", "Teacher")]
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -54,6 +57,10 @@ def _eval_row(name: str, path: Path, run: Path) -> dict:
         hp = meta.get("hparams", {})
         row.update(loss=hp.get("loss"), epochs=hp.get("epochs"), lr=hp.get("lr"), steps=meta.get("step"),
                    train_set=_lineage_ref(meta.get("set")), replay_set=_lineage_ref(meta.get("replay")))
+        val = (meta.get("metrics") or {}).get("validation")
+        if val:
+            row["validation"] = {k: val.get(k) for k in ("curve", "best_step", "best_loss", "stopped_at",
+                                                          "kept_step", "patience", "every", "data")}
     row["curve"] = _curve(run / "metrics.jsonl")
     return row
 
@@ -80,21 +87,24 @@ def _curve(path: Path) -> dict:
     return {"step": steps, "loss": losses, "eval": evals}
 
 
-def _truth(demo: Path) -> dict[str, set[str]]:
-    """file name -> every family in the clip (a mixture has two) from ground_truth.csv."""
+def _truth(demo: Path) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """(file name -> every family in the clip (a mixture has two), file name -> its main family)
+    from ground_truth.csv."""
     path = demo / "corpus" / "ground_truth.csv"
     if not path.exists():
-        return {}
-    out = {}
+        return {}, {}
+    out, main = {}, {}
     with path.open(newline="") as f:
         for rec in csv.DictReader(f):
             labels = {s.strip() for s in (rec.get("labels") or rec["label"]).split(";") if s.strip()}
             out[rec["file_name"]] = labels | {rec["label"]}
-    return out
+            main[rec["file_name"]] = rec["label"]
+    return out, main
 
 
-def _set_stats(demo: Path, truth: dict[str, set[str]]) -> list[dict]:
-    """Each set's latest version: rows, τ, and (with ground truth) pair purity / label precision."""
+def _set_stats(demo: Path, truth: dict[str, set[str]], main: dict[str, str]) -> list[dict]:
+    """Each set's latest version: rows, τ, its label counts and (with ground truth) pair purity /
+    label precision and the clips' true families."""
     store_dir = demo / "store"
     if not store_dir.exists():
         return []
@@ -108,10 +118,26 @@ def _set_stats(demo: Path, truth: dict[str, set[str]]) -> list[dict]:
         params = json.loads(rec["params"] or "{}")
         item = {"name": rec["name"], "version": rec["version"], "strategy": rec["strategy"], "rows": rec["rows"],
                 "threshold": params.get("threshold"), "top_k": params.get("top_k")}
-        if truth and store.has(f"set_{rec['name']}"):
-            item.update(_purity(store, rec["name"], rec["version"], rec["strategy"], truth))
+        for key in ("balance", "thresholds", "per_class_threshold"):
+            if key in params:
+                item[key] = params[key]
+        if store.has(f"set_{rec['name']}"):
+            ref = f"{rec['name']}@{rec['version']}"
+            item["label_counts"] = {str(k): v for k, v in (label_counts(store, ref) or {}).items()}
+            if truth:
+                item.update(_purity(store, rec["name"], rec["version"], rec["strategy"], truth))
+                item["true_family_counts"] = _families(store, rec["name"], rec["version"], main)
         out.append(item)
     return out
+
+
+def _families(store, name: str, version: int, main: dict[str, str]) -> dict[str, int]:
+    """How many of a set's rows have a clip of each true (main) family: its real class balance."""
+    counts: dict[str, int] = {}
+    for r in query(store, f"select uri from set_{name}", at={f"set_{name}": version}).to_pylist():
+        fam = main.get(r["uri"].rsplit("/", 1)[-1] if r["uri"] else None, "?")
+        counts[fam] = counts.get(fam, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _purity(store, name: str, version: int, strategy: str, truth: dict[str, set[str]]) -> dict:
@@ -144,10 +170,10 @@ def collect(demo: str | Path) -> dict:
     models = [_eval_row(n, found[n], demo / "runs" / n) for n in order]
     manifest = demo / "corpus" / "manifest.json"
     meta = _read_json(manifest, "corpus manifest") if manifest.exists() else {}
-    truth = _truth(demo)
+    truth, main = _truth(demo)
     return {"demo": str(demo), "seed": meta.get("seed"),
             "corpus": {s: i.get("clips") for s, i in meta.get("splits", {}).items()},
-            "models": models, "sets": _set_stats(demo, truth), "claims": claims(models)}
+            "models": models, "sets": _set_stats(demo, truth, main), "claims": claims(models)}
 
 
 def claims(models: list[dict]) -> list[dict]:
@@ -186,6 +212,44 @@ def _sets_table(sets: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _counts(counts: dict | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (counts or {}).items()) or "—"
+
+
+def class_counts_table(sets: list[dict]) -> str:
+    """Per-class counts of every set: its `label` column and its clips' true families."""
+    lines = ["| set | rows | label counts | true families of its clips |", "|---|---|---|---|"]
+    for s in sets:
+        lines.append(f"| {s['name']}@{s['version']} | {s['rows']} | {_counts(s.get('label_counts'))} | "
+                     f"{_counts(s.get('true_family_counts'))} |")
+    return "\n".join(lines)
+
+
+def per_class_table(models: list[dict]) -> str:
+    classes = sorted({c for m in models for c in m.get("per_class", {})})
+    lines = ["| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+    for m in models:
+        lines.append(f"| {m['label']} | " + " | ".join(_pct(m.get("per_class", {}).get(c)) for c in classes) + " |")
+    return "\n".join(lines)
+
+
+def training_lines(models: list[dict]) -> list[str]:
+    """How long each model trained, and the validation curve of those that validated."""
+    out = []
+    for m in models:
+        val = m.get("validation")
+        line = f"- {m['label']}: {m.get('steps')} optimiser steps"
+        if val and val.get("curve"):
+            stop = (f"early-stopped at step {val['stopped_at']} (patience {val.get('patience')})"
+                    if val.get("stopped_at") is not None else "ran its whole budget")
+            line += (f"; validation on {(val.get('data') or {}).get('rows')} held-out rows every {val.get('every')} "
+                     f"steps, {stop}; best validation loss {val['best_loss']:.4f} at step {val['best_step']}, "
+                     f"weights of step {val.get('kept_step')} kept. Curve (step: loss): "
+                     + ", ".join(f"{p['step']}: {p['val_loss']:.3f}" for p in val["curve"]))
+        out.append(line)
+    return out
+
+
 def write_report(data: dict, out: str | Path) -> Path:
     """report.json, report.md and the PNGs into `out`; returns the markdown path."""
     out = Path(out)
@@ -202,9 +266,13 @@ def write_report(data: dict, out: str | Path) -> Path:
           "## Zero-shot accuracy on the eval split", "", table(data["models"]), "",
           "## The paper's claims on this run", ""]
     md += [f"- {c['claim']}: {'yes' if c['holds'] else 'no'}" for c in data["claims"]]
+    md += ["", "## Training budget and the teacher's validation curve", ""] + training_lines(data["models"])
+    md += ["", "## Per-class zero-shot accuracy (%)", "", per_class_table(data["models"])]
     md += ["", "## Improvement sets", "",
            "Pair purity: share of a set's pairs whose caption's clip and matched clip share a family "
-           "(ground truth, analysis only).", "", _sets_table(data["sets"]), ""]
+           "(ground truth, analysis only).", "", _sets_table(data["sets"]), "",
+           "Per-class counts: the set's labels (DS / balanced sets / pseudo-labels) and the true families of its "
+           "clips (ground truth, analysis only).", "", class_counts_table(data["sets"]), ""]
     if sweep.exists():
         md += ["## Threshold sweep (captions × wild clips)", "", "![sweep](sweep.png)", ""]
     md += ["## Training curves", "", "![curves](curves.png)", "", "## Per-class accuracy", "",
@@ -213,43 +281,59 @@ def write_report(data: dict, out: str | Path) -> Path:
     return out / "report.md"
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd
-
-
-def aggregate(reports: list[dict]) -> dict:
-    """Mean ± sample std over seeds, per model, plus how often each claim held."""
+def aggregate(reports: list[dict], level: float = 0.95) -> dict:
+    """Per row: mean and `level` Student-t interval over seeds; per claim "A > B": the paired
+    per-seed differences A − B with their mean and interval, and on how many seeds A > B held."""
     if not reports:
         raise ParameterError("--aggregate needs at least one demo folder")
     names = [m["name"] for m in reports[0]["models"]]
     rows = []
     for name in names:
-        accs = [m["accuracy"] for r in reports for m in r["models"] if m["name"] == name]
-        mcas = [m["mean_class_accuracy"] for r in reports for m in r["models"]
-                if m["name"] == name and m.get("mean_class_accuracy") is not None]
-        if len(accs) != len(reports):
+        found = [m for r in reports for m in r["models"] if m["name"] == name]
+        if len(found) != len(reports):
             raise ParameterError(f"model {name!r} is missing from some of the demo folders")
-        mean, sd = _mean_std(accs)
-        rows.append({"name": name, "label": LABELS.get(name, name), "accuracy_mean": mean, "accuracy_std": sd,
-                     "accuracies": accs, "mean_class_accuracy_mean": _mean_std(mcas)[0] if mcas else None})
-    held = {}
-    for r in reports:
-        for c in r["claims"]:
-            held.setdefault(c["claim"], []).append(c["holds"])
-    return {"seeds": [r.get("seed") for r in reports], "models": rows,
-            "claims": [{"claim": k, "held": sum(v), "of": len(v)} for k, v in held.items()]}
+        accs = [m["accuracy"] for m in found]
+        mcas = [m["mean_class_accuracy"] for m in found if m.get("mean_class_accuracy") is not None]
+        ci = mean_interval(accs, level)
+        classes = sorted({c for m in found for c in m.get("per_class", {})})
+        per_class = {c: sum(m["per_class"][c] or 0.0 for m in found if c in m.get("per_class", {})) / len(found)
+                     for c in classes}
+        rows.append({"name": name, "label": LABELS.get(name, name), "accuracy_mean": ci["mean"],
+                     "accuracy_std": ci["sd"], "accuracy_ci": [ci["low"], ci["high"]], "accuracy_half": ci["half"],
+                     "accuracies": accs, "mean_class_accuracy_mean": mean_interval(mcas)["mean"] if mcas else None,
+                     "per_class_mean": per_class})
+    by_label = {m["label"]: m["accuracies"] for m in rows}
+    found_claims = []
+    for a, b in CLAIMS:
+        if a in by_label and b in by_label:
+            diffs = [x - y for x, y in zip(by_label[a], by_label[b])]
+            ci = mean_interval(diffs, level)
+            found_claims.append({"claim": f"{a} > {b}", "held": sum(d > 0 for d in diffs), "of": len(diffs),
+                                 "diffs": diffs, "diff_mean": ci["mean"], "diff_ci": [ci["low"], ci["high"]],
+                                 "diff_half": ci["half"]})
+    return {"seeds": [r.get("seed") for r in reports], "level": level, "models": rows, "claims": found_claims}
+
+
+def _pm(mean: float, half: float | None) -> str:
+    return f"{100 * mean:.1f}" + (f" ± {100 * half:.1f}" if half is not None else "")
 
 
 def aggregate_table(agg: dict) -> str:
+    level = int(round(100 * agg.get("level", 0.95)))
     teacher = next((m["accuracy_mean"] for m in agg["models"] if m["name"] == "teacher"), None)
-    lines = ["| model | zero-shot acc (%), mean ± std | per seed | Δ vs teacher |", "|---|---|---|---|"]
+    lines = [f"| model | zero-shot acc (%), mean ± {level} % CI | per seed | Δ vs teacher |", "|---|---|---|---|"]
     for m in agg["models"]:
         seeds = " / ".join(f"{100 * a:.1f}" for a in m["accuracies"])
         delta = "" if teacher is None or m["name"] == "teacher" else f"{100 * (m['accuracy_mean'] - teacher):+.1f}"
-        lines.append(f"| {m['label']} | {100 * m['accuracy_mean']:.1f} ± {100 * m['accuracy_std']:.1f} | "
-                     f"{seeds} | {delta} |")
+        lines.append(f"| {m['label']} | {_pm(m['accuracy_mean'], m['accuracy_half'])} | {seeds} | {delta} |")
+    return "\n".join(lines)
+
+
+def claims_table(agg: dict) -> str:
+    level = int(round(100 * agg.get("level", 0.95)))
+    lines = [f"| claim | paired difference (points), mean ± {level} % CI | held on |", "|---|---|---|"]
+    for c in agg["claims"]:
+        lines.append(f"| {c['claim']} | {_pm(c['diff_mean'], c['diff_half'])} | {c['held']}/{c['of']} seeds |")
     return "\n".join(lines)
 
 
@@ -258,7 +342,7 @@ def write_aggregate(agg: dict, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "aggregate.json").write_text(json.dumps(agg, indent=2, sort_keys=True))
     md = [f"# Demo over seeds {', '.join(str(s) for s in agg['seeds'])}", "", aggregate_table(agg), "",
-          "Claims (how many seeds they held on):", ""]
-    md += [f"- {c['claim']}: {c['held']}/{c['of']}" for c in agg["claims"]]
+          "Claims: per-seed paired differences (row A − row B), their mean and Student-t interval, and the "
+          "number of seeds on which A > B held.", "", claims_table(agg), ""]
     (out / "aggregate.md").write_text("\n".join(md) + "\n")
     return out / "aggregate.md"

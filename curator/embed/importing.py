@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curator.embed.pending import SOURCE, done_ids
-from curator.embed.writer import append_retrying, ensure_table, table_schema, vectors_table
+from curator.embed.writer import ensure_table, insert_vectors, table_schema, vectors_table
 from curator.models.registry import ModelRecord, get_model
 from curator.store.store import Store, now
 from curator.store.vectors import ID_COLUMN
@@ -265,7 +265,7 @@ class _Importer:
         keep = np.flatnonzero(pc.invert(pc.is_in(id_arr, value_set=self.done)).to_numpy(zero_copy_only=False))
         for s in range(0, len(keep), CHUNK_ROWS):
             part = keep[s:s + CHUNK_ROWS]
-            append_retrying(self.store, self.record.table(self.modality),
+            insert_vectors(self.store, self.record.table(self.modality),
                             vectors_table([ids[i] for i in part], vecs[part], self.schema), self.schema)
         if len(keep):
             self.done = pa.concat_arrays([self.done, id_arr.take(pa.array(keep))])

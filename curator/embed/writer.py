@@ -1,8 +1,8 @@
-"""Writing vectors into a model's embedding table: one Lance commit per buffer, retried on races.
+"""Writing vectors into a model's embedding table: one Lance commit per buffer.
 
-Each append is one Lance commit (atomic), so a crash loses at most the buffer in flight and never
-leaves half of it; concurrent appends from other shards are merged by Lance, with a bounded retry
-here on commit conflicts.
+Each write is one Lance commit (atomic) of the ids that have no vector yet, checked and written
+under the table's lock, so a crash loses at most the buffer in flight and never leaves half of it,
+and concurrent embeds of overlapping shards write every id once.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import pyarrow as pa
 from curator.models.registry import ModelRecord
 from curator.store.store import Store
 from curator.store.vectors import ID_COLUMN, vector_array
-from schemas.errors import CuratorError, MixedModelsError, StoreError
+from schemas.errors import MixedModelsError
 from schemas.tables import embeddings
 
-COMMIT_RETRIES = 6
 FLUSH_ROWS = 2048
 FLUSH_SECONDS = 10.0
 
@@ -48,20 +47,11 @@ def vectors_table(ids: list[str], vecs: np.ndarray, schema: pa.Schema) -> pa.Tab
     return pa.Table.from_arrays([pa.array(ids, pa.string()), vector_array(vecs)], schema=schema)
 
 
-def append_retrying(store: Store, name: str, data: pa.Table, schema: pa.Schema) -> None:
-    delay = 0.05
-    for attempt in range(COMMIT_RETRIES):
-        try:
-            store.append(name, data, schema)
-            return
-        except CuratorError:
-            raise
-        except Exception as exc:  # Lance reports a lost commit race as a generic error; its text says which
-            text = str(exc).lower()
-            if attempt == COMMIT_RETRIES - 1 or not any(w in text for w in ("conflict", "commit", "retry")):
-                raise StoreError(f"writing {name}: {str(exc).splitlines()[0]}") from None
-            time.sleep(delay)
-            delay *= 2
+def insert_vectors(store: Store, name: str, data: pa.Table, schema: pa.Schema) -> int:
+    """Insert the vectors whose id has none yet (a keyed insert under the table's lock, with Lance
+    commit races retried by the store): concurrent embeds of overlapping ids write each id once.
+    Returns how many were new."""
+    return store.upsert(name, data, key=(data.schema.names[0],), schema=schema)
 
 
 class BufferedWriter:
@@ -98,6 +88,5 @@ class BufferedWriter:
     def flush(self) -> None:
         if self._ids:
             data = vectors_table(self._ids, np.concatenate(self._vecs), self.schema)
-            append_retrying(self.store, self.record.table(self.modality), data, self.schema)
-            self.written += len(self._ids)
+            self.written += insert_vectors(self.store, self.record.table(self.modality), data, self.schema)
         self._ids, self._vecs, self._since = [], [], time.perf_counter()

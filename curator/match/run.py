@@ -3,7 +3,8 @@
 Everything that can be refused (threshold, model, mixed vectors, empty pools, an existing run
 name) is checked before the first write, so a refused run writes nothing. Pairs are streamed into
 `candidates` in large appends; the `runs` row is written last, so a run without a `runs` row is an
-interrupted one and its leftover candidates are removed when the name is used again.
+interrupted one and its leftover candidates are removed when the name is used again. Rerunning a
+complete run with the same parameters and inputs writes nothing and returns it (`reused`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curator.match.ann import match_ann
 from curator.match.exact import match_blocks
@@ -26,6 +28,7 @@ from curator.store.sql import ids_where
 from curator.store.store import Store, now
 from curator.store.vectors import Vectors, check_same_model, open_vectors, read_vectors
 from schemas.errors import ModelError, ParameterError
+from schemas.faults import crash_point
 from schemas.tables import CANDIDATES, RUNS
 
 METHODS = ("exact", "ann", "sql")
@@ -48,30 +51,66 @@ class RunSummary:
     duration_s: float
     inputs: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    reused: bool = False  # the run was already complete with these parameters and inputs: nothing written
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def run_exists(store: Store, run_id: str) -> bool:
+def run_row(store: Store, run_id: str) -> dict | None:
+    """The `runs` row of a complete run (None: no such run, or an interrupted one)."""
     if not store.has("runs"):
-        return False
-    runs = store.read("runs", columns=["run_id"]).column(0).to_pylist()
-    return run_id in runs
+        return None
+    rows = store.read("runs").filter(pc.equal(store.read("runs", columns=["run_id"]).column(0), run_id))
+    return rows.to_pylist()[0] if rows.num_rows else None
+
+
+def run_exists(store: Store, run_id: str) -> bool:
+    return run_row(store, run_id) is not None
 
 
 def delete_run(store: Store, run_id: str) -> None:
     for name in ("candidates", "runs"):
-        if store.has(name):
-            store.open_existing(name).delete(f"run_id = {_quote(run_id)}")
+        store.delete(name, f"run_id = {_quote(run_id)}")
 
 
-def _check_run_name(store: Store, run_name: str | None, replace: bool) -> str:
+def _check_run_name(run_name: str | None) -> str:
     if not run_name or not _RUN_NAME.match(run_name):
         raise ParameterError(f"run name {run_name!r}: use letters, digits, _ . - (starting with a letter or digit)")
-    if run_exists(store, run_name) and not replace:
-        raise ParameterError(f"run {run_name!r} already exists; pass --replace to overwrite it or choose another name")
     return run_name
+
+
+def _same_request(row: dict, method: str, model_id: str, threshold: float, top_k, per: str, inputs: list[str],
+                  params: dict, ann: dict) -> bool:
+    """Whether a complete run was made by this very request (parameters and input versions)."""
+    if (row["method"], row["model_id"], row["threshold"], row["top_k"], row["per"], list(row["inputs"] or [])) != (
+            method, model_id, threshold, top_k, per, inputs):
+        return False
+    stored = json.loads(row["params"] or "{}")
+    if any(_canon(stored.get(k)) != _canon(v) for k, v in params.items()):
+        return False
+    return all(stored.get("ann", {}).get(k) == v for k, v in ann.items())
+
+
+def _canon(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _reused(row: dict) -> RunSummary:
+    return RunSummary(row["run_id"], row["method"], row["model_id"], row["threshold"], row["top_k"], row["per"],
+                      row["n_texts"], row["n_audio"], row["pairs"], row["recall"], row["duration_s"],
+                      list(row["inputs"] or []), json.loads(row["params"] or "{}"), reused=True)
+
+
+def _existing(store: Store, run_id: str, replace: bool, request: tuple) -> RunSummary | None:
+    """A complete run of this name: the same request returns it; another one is refused (or replaced)."""
+    row = run_row(store, run_id)
+    if row is None or replace:
+        return None
+    if _same_request(row, *request):
+        return _reused(row)
+    raise ParameterError(f"run {run_id!r} already exists with other parameters or inputs; pass --replace to "
+                         f"overwrite it or choose another name")
 
 
 def _inputs(store: Store, tv, av, filtered: list[str]) -> list[str]:
@@ -125,10 +164,17 @@ def run_match(store: Store, model: str, threshold: float, top_k: int | None = No
     t = check_params(threshold, top_k, per)
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    run_id = _check_run_name(store, run_name, replace)
+    run_id = _check_run_name(run_name)
     tv, av, info = load_pool(store, model, texts_where, audio_where, max_memory if method == "exact" else None)
     params = {"texts_where": texts_where, "audio_where": audio_where,
               "missing_vectors": {"text": tv.missing, "audio": av.missing}}
+    if method == "exact":
+        params |= {"device": str(device), "precision": precision, "block": block}
+    inputs = _inputs(store, tv, av, [n for n, w in (("texts", texts_where), ("audio", audio_where)) if w])
+    request = (method, info.model_id, t, top_k, per, inputs, params, ann or {})
+    done = _existing(store, run_id, replace, request)
+    if done is not None:
+        return done
     recall = None
     if method == "exact":
         if isinstance(av, Vectors):
@@ -137,19 +183,21 @@ def run_match(store: Store, model: str, threshold: float, top_k: int | None = No
         else:
             blocks = match_stream(tv.vecs, av, t, top_k, per, device=device, block=block, precision=precision,
                                   max_memory=max_memory, progress=progress)
-        params |= {"device": str(device), "precision": precision, "block": block}
     elif method == "sql":
         blocks = match_sql(tv.vecs, av.vecs, t, top_k, per)
     else:
         blocks, recall, ann_params = match_ann(store, info, tv, av, t, top_k, per, ann or {}, progress=progress)
         params |= {"ann": ann_params}
-    delete_run(store, run_id)  # a replaced run, or leftovers of an interrupted one
-    pairs = _write_candidates(store, run_id, tv.ids, av.ids, blocks)
-    summary = RunSummary(run_id, method, info.model_id, t, top_k, per, len(tv), len(av), pairs, recall,
-                         round(time.perf_counter() - t0, 3),
-                         _inputs(store, tv, av, [n for n, w in (("texts", texts_where), ("audio", audio_where)) if w]),
-                         params)
-    _write_run(store, summary)
+    with store.lock(f"run-{run_id}"):  # one writer per run name: a twin that finished meanwhile wins
+        done = _existing(store, run_id, replace, request)
+        if done is not None:
+            return done
+        delete_run(store, run_id)  # a replaced run, or leftovers of an interrupted one
+        pairs = _write_candidates(store, run_id, tv.ids, av.ids, blocks)
+        crash_point("candidates written")
+        summary = RunSummary(run_id, method, info.model_id, t, top_k, per, len(tv), len(av), pairs, recall,
+                             round(time.perf_counter() - t0, 3), inputs, params)
+        _write_run(store, summary)
     return summary
 
 

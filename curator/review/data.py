@@ -116,6 +116,8 @@ def _attach_clip_labels(store: Store, rows: pa.Table) -> pa.Table:
     if not store.has("audio") or rows.num_rows == 0:
         return rows
     audio = store.read("audio", columns=["audio_id", "labels"])
+    if audio.num_rows == 0:  # a store's `audio` exists (empty) from its creation
+        return rows
     index = pc.index_in(rows.column("audio_id"), value_set=audio.column("audio_id"))
     labels = audio.column("labels").take(pc.fill_null(index, 0))
     labels = pc.if_else(pc.is_null(index), pa.nulls(rows.num_rows, labels.type), labels)

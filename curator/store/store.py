@@ -2,26 +2,46 @@
 
 A handful of verbs that compose, no hidden global state: `Store.open(uri)`, then `names`, `has`,
 `read`, `dataset`, `versions`, `version`, `info` (reads, through `schemas.reading`, which needs only
-`lance`), and `table`, `append`, `upsert`, `overwrite`, `tag`, `restore`, `drop` (writes, through
+`lance`), and `table`, `append`, `upsert`, `overwrite`, `delete`, `tag`, `restore` (writes, through
 LanceDB, connected on the first write). Lance gives each write a new version; nothing here
-rewrites history except `restore`/`drop`, which the set catalog uses to roll back its own write.
+rewrites history except `restore`, which the set catalog uses to roll back its own write.
+
+Crash and concurrency safety (docs/RELIABILITY.md):
+- a store folder carries `curator-store.json` (format version); a non-empty folder without it is
+  refused, and so is a newer format;
+- every table is created empty from its schema in one commit (the fixed tables at store creation),
+  and only then written; a table folder left with no committed version by a kill or a full disk
+  is removed when the store is opened, and `notes` says so in one line;
+- every write to a local store holds that table's lock (`flock` on `_locks/<table>.lock`, released
+  by the kernel if the process dies), so a keyed insert's check-then-add is atomic and any number
+  of concurrent writers neither lose nor duplicate rows.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from curator.store.locks import FileLocks
 from schemas import reading
 from schemas.errors import RefError, StoreError
+from schemas.faults import crash_point
 from schemas.tables import ERRORS, FIXED_TABLES
 from schemas.validate import conform
 
 DEFAULT_STORE = "./store"
 ENV_STORE = "CURATOR_STORE"
+MARKER = "curator-store.json"
+FORMAT_VERSION = 1
+LOCKS = "_locks"  # lock files, one per table; not a table (no .lance suffix)
+COMMIT_RETRIES = 6
 
 
 def default_uri() -> str:
@@ -40,26 +60,98 @@ class TableInfo:
     size_bytes: int | None
 
 
+def read_marker(uri: str) -> dict | None:
+    """The store marker's contents (None: a local folder without one; object stores: always {})."""
+    if not reading.is_local(uri):
+        return {}
+    path = reading.local_path(uri) / MARKER
+    if not path.exists():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+        int(marker["format"])
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise StoreError(f"store {uri}: {MARKER} is unreadable ({exc}); `curator doctor --repair` rewrites it") from None
+    return marker
+
+
+def write_marker(uri: str) -> None:
+    """Write the marker atomically (a temporary file renamed into place)."""
+    root = reading.local_path(uri)
+    tmp = root / f".{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"format": FORMAT_VERSION, "created_at": now().isoformat(),
+                               "created_by": "curator"}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MARKER)
+
+
+def _check_format(uri: str, marker: dict) -> None:
+    version = int(marker.get("format", FORMAT_VERSION))
+    if version > FORMAT_VERSION:
+        raise StoreError(f"store {uri}: format version {version} is newer than this curator understands "
+                         f"({FORMAT_VERSION}); upgrade curator to open it")
+
+
+def _looks_like_old_store(root) -> bool:
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    return bool(entries) and all(p.name.endswith(reading.LANCE_SUFFIX) or p.name == LOCKS for p in entries)
+
+
+def half_made_tables(uri: str) -> list[str]:
+    """Table folders with no committed version (a kill or full disk during their first write)."""
+    if not reading.is_local(uri):
+        return []
+    root = reading.local_path(uri)
+    if not root.is_dir():
+        return []
+    committed = set(reading.table_names(uri))
+    return sorted(p.name[: -len(reading.LANCE_SUFFIX)] for p in root.iterdir()
+                  if p.name.endswith(reading.LANCE_SUFFIX) and p.is_dir()
+                  and p.name[: -len(reading.LANCE_SUFFIX)] not in committed)
+
+
+_LOCKS = FileLocks()
+
+
 class Store:
     def __init__(self, uri: str):
         self.uri = uri
         self._connection = None
+        self.notes: list[str] = []  # one line per thing opening the store had to fix
 
     @classmethod
-    def open(cls, uri: str | None = None, create: bool = True) -> "Store":
+    def open(cls, uri: str | None = None, create: bool = True, adopt: bool = False) -> "Store":
+        """Open the store at `uri`; with `create`, a missing or empty folder becomes a new store
+        (marker + the fixed tables, each created empty). `adopt` opens a folder of tables without a
+        marker (a store made before markers existed; `curator doctor --repair` then writes one)."""
         uri = str(uri or default_uri())
-        if reading.is_local(uri):
-            path = reading.local_path(uri)
-            if path.exists() and not path.is_dir():
-                raise StoreError(f"store {uri}: exists and is not a folder")
-            if not path.exists():
-                if not create:
-                    raise StoreError(f"store {uri}: no such folder (run an ingest first, or pass --store)")
-                try:
-                    path.mkdir(parents=True)
-                except OSError as exc:
-                    raise StoreError(f"store {uri}: cannot create it ({exc.strerror or exc})") from None
-        return cls(uri)
+        store = cls(uri)
+        if not reading.is_local(uri):
+            if create:
+                store.create_fixed_tables()
+            return store
+        path = reading.local_path(uri)
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"store {uri}: exists and is not a folder")
+        # dot-files only: another process is writing the marker of a store it creates right now
+        if not path.exists() or not any(not p.name.startswith(".") for p in path.iterdir()):
+            if not create:
+                raise StoreError(f"store {uri}: no such store (run an ingest first, or pass --store)")
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"store {uri}: cannot create it ({exc.strerror or exc})") from None
+            if read_marker(uri) is None:
+                write_marker(uri)
+        marker = read_marker(uri)
+        if marker is None and not (adopt and _looks_like_old_store(path)):
+            hint = (f"; if it is a store made by an earlier curator, `curator --store {uri} doctor --repair` "
+                    f"adds the marker") if _looks_like_old_store(path) else ""
+            raise StoreError(f"store {uri}: this folder is not a curator store (no {MARKER}){hint}")
+        _check_format(uri, marker or {})
+        store.notes = store.remove_half_made()
+        if create and marker is not None:
+            store.create_fixed_tables()
+        return store
 
     def check_writable(self, name: str | None = None) -> None:
         """Refuse a write up front when the store (or table `name`) is read-only here, instead of
@@ -81,6 +173,63 @@ class Store:
             self._connection = lancedb.connect(self.uri)
         return self._connection
 
+    # -- locks and table creation ---------------------------------------------------------------
+    @contextmanager
+    def lock(self, name: str, blocking: bool = True):
+        """Hold table `name`'s write lock (yields False if `blocking` is off and another holds it).
+        Object stores have no lock files: there, keyed writes are only as safe as Lance's commits."""
+        if not reading.is_local(self.uri):
+            yield True
+            return
+        folder = reading.local_path(self.uri) / LOCKS
+        folder.mkdir(exist_ok=True)
+        with _LOCKS.hold(str(folder / f"{name}.lock"), blocking) as held:
+            yield held
+
+    def remove_half_made(self) -> list[str]:
+        """Remove table folders with no committed version (nothing in them was ever readable);
+        a folder whose lock is held is being created right now and is left alone."""
+        notes = []
+        if not os.access(reading.local_path(self.uri), os.W_OK):
+            return []  # a read-only store: readers skip such folders anyway
+        for name in half_made_tables(self.uri):
+            with self.lock(name, blocking=False) as held:
+                if held and name in half_made_tables(self.uri):
+                    shutil.rmtree(reading.local_path(reading.table_uri(self.uri, name)), ignore_errors=True)
+                    notes.append(f"removed {name}{reading.LANCE_SUFFIX}: a half-created table with no committed "
+                                 f"version (a write was interrupted while creating it); nothing in it was readable")
+        return notes
+
+    def create_fixed_tables(self) -> list[str]:
+        """Create every missing fixed table (audio, texts, ..., errors, runs, sets) empty."""
+        present = set(self.names())
+        made = [n for n in FIXED_TABLES if n not in present]
+        for name in made:
+            self.create_table(name, FIXED_TABLES[name][0])
+        return made
+
+    def create_table(self, name: str, schema: pa.Schema) -> None:
+        """Create `name` empty from `schema` in one commit, under its lock; an existing table is kept."""
+        self.check_writable(name)
+        with self.lock(name):
+            if self.has(name):
+                return
+            crash_point("creating table")
+            if reading.is_local(self.uri):
+                import lance
+
+                folder = reading.local_path(reading.table_uri(self.uri, name))
+                if folder.exists():  # a half-made folder (we hold its lock: nobody is creating it)
+                    shutil.rmtree(folder)
+                version = storage_version(schema)
+                lance.write_dataset(schema.empty_table(), reading.table_uri(self.uri, name), mode="create",
+                                    **({"data_storage_version": version} if version else {}))
+            else:
+                version = storage_version(schema)
+                options = {"storage_options": {"new_table_data_storage_version": version}} if version else {}
+                self._db.create_table(name, schema=schema, exist_ok=True, **options)
+            crash_point("table created")
+
     # -- tables ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
         return reading.table_names(self.uri)
@@ -91,13 +240,12 @@ class Store:
     def table(self, name: str, schema: pa.Schema | None = None):
         """The LanceDB table `name` (for writes and index searches); created empty from `schema`
         (or its fixed schema) if it does not exist."""
-        if self.has(name):
-            return self._db.open_table(name)
-        self.check_writable(name)
-        schema = schema or FIXED_TABLES.get(name, (None,))[0]
-        if schema is None:
-            raise StoreError(f"table {name!r} does not exist in store {self.uri}")
-        return self._db.create_table(name, schema=schema, exist_ok=True, **create_options(schema))
+        if not self.has(name):
+            schema = schema or FIXED_TABLES.get(name, (None,))[0]
+            if schema is None:
+                raise StoreError(f"table {name!r} does not exist in store {self.uri}")
+            self.create_table(name, schema)
+        return self._db.open_table(name)
 
     def open_existing(self, name: str):
         if not self.has(name):
@@ -112,32 +260,32 @@ class Store:
         return self.dataset(name).schema
 
     # -- writes ---------------------------------------------------------------------------------
+    def _schema(self, name: str, schema: pa.Schema | None) -> pa.Schema:
+        return schema or FIXED_TABLES.get(name, (None,))[0] or self.schema_of(name)
+
     def append(self, name: str, data: pa.Table, schema: pa.Schema | None = None) -> int:
-        schema = schema or FIXED_TABLES.get(name, (None,))[0] or self.schema_of(name)
+        schema = self._schema(name, schema)
         data = conform(data, schema, name)
         if data.num_rows == 0:
             return 0
-        self._add(name, data, schema)
-        return data.num_rows
-
-    def _add(self, name: str, data: pa.Table, schema: pa.Schema) -> None:
-        # Creating a table with its first rows keeps version 1 meaningful (not an empty table).
         self.check_writable(name)
-        if self.has(name):
-            self._db.open_table(name).add(data)
-        else:
-            self._db.create_table(name, data=data, schema=schema, exist_ok=True, **create_options(schema))
+        with self.lock(name):
+            table = self.table(name, schema)
+            crash_point("writing rows")
+            _commit(lambda: table.add(data))
+        crash_point("rows written")
+        return data.num_rows
 
     def upsert(self, name: str, data: pa.Table, key: tuple[str, ...] | None = None,
                schema: pa.Schema | None = None, update: bool = False) -> int:
         """Insert rows whose key is not in the table yet (optionally update the others).
 
-        Returns the number of rows inserted; re-ingesting the same items inserts nothing and makes
-        no new version.
+        The check and the insert happen under the table's lock, so concurrent writers of the same
+        keys insert each key once. Returns the number of rows inserted; re-ingesting the same items
+        inserts nothing and makes no new version.
         """
-        fixed_schema, fixed_key = FIXED_TABLES.get(name, (None, ()))
-        schema = schema or fixed_schema or self.schema_of(name)
-        key = tuple(key or fixed_key)
+        schema = self._schema(name, schema)
+        key = tuple(key or FIXED_TABLES.get(name, (None, ()))[1])
         if not key:
             raise StoreError(f"table {name!r} has no key; use append")
         data = conform(data, schema, name)
@@ -145,37 +293,36 @@ class Store:
             return 0
         data = _dedupe(data, key)
         self.check_writable(name)
-        if not self.has(name) or self._db.open_table(name).count_rows() == 0:
-            self._add(name, data, schema)
-            return data.num_rows
-        table = self._db.open_table(name)
-        existing = self._existing_keys(table, key, data)
-        if existing:
-            mask = [k not in existing for k in _key_tuples(data, key)]
-            new_rows = data.filter(pa.array(mask, pa.bool_()))
-        else:
-            new_rows = data
-        if update and new_rows.num_rows < data.num_rows:
-            table.merge_insert(list(key)).when_matched_update_all().when_not_matched_insert_all().execute(data)
-        elif new_rows.num_rows:
-            table.add(new_rows)
+        with self.lock(name):
+            table = self.table(name, schema)
+            existing = set(_key_tuples(self.read(name, columns=list(key)), key))
+            new_rows = data.filter(pa.array([k not in existing for k in _key_tuples(data, key)], pa.bool_()))
+            crash_point("writing rows")
+            if update and new_rows.num_rows < data.num_rows:
+                _commit(lambda: table.merge_insert(list(key)).when_matched_update_all()
+                        .when_not_matched_insert_all().execute(data))
+            elif new_rows.num_rows:
+                _commit(lambda: table.add(new_rows))
+        if new_rows.num_rows:
+            crash_point("rows written")
         return new_rows.num_rows
-
-    def _existing_keys(self, table, key: tuple[str, ...], data: pa.Table) -> set[tuple]:
-        # Only the key columns are read, so checking 1 M keys costs a column scan, not the table.
-        current = table.to_lance().to_table(columns=list(key))
-        return set(_key_tuples(current, key))
 
     def overwrite(self, name: str, data: pa.Table, schema: pa.Schema) -> int:
         """Replace a table's contents in one write (one new version). Used for set versions."""
         data = conform(data, schema, name)
         self.check_writable(name)
-        if self.has(name):
-            tbl = self._db.open_table(name)
-            tbl.add(data, mode="overwrite")
-        else:
-            tbl = self._db.create_table(name, data=data, schema=schema, **create_options(schema))
-        return int(tbl.version)
+        with self.lock(name):
+            table = self.table(name, schema)
+            crash_point("writing rows")
+            _commit(lambda: table.add(data, mode="overwrite"))
+            return int(table.version)
+
+    def delete(self, name: str, where: str) -> None:
+        """Delete the rows matching a Lance SQL predicate (one new version), under the table's lock."""
+        self.check_writable(name)
+        with self.lock(name):
+            if self.has(name):
+                _commit(lambda: self._db.open_table(name).delete(where))
 
     def record_errors(self, rows: list[dict]) -> int:
         """Append failures to `errors`; each row: item_id, uri, stage, message."""
@@ -197,21 +344,21 @@ class Store:
 
     def tag(self, name: str, version: int, tag: str) -> None:
         self.check_writable(name)
-        table = self.open_existing(name)
-        known = {int(v["version"]) for v in table.list_versions()}
-        if int(version) not in known:
-            raise RefError(f"table {name!r} has no version {version}")
-        if tag in table.tags.list():
-            table.tags.update(tag, int(version))
-        else:
-            table.tags.create(tag, int(version))
+        with self.lock(name):
+            table = self.open_existing(name)
+            known = {int(v["version"]) for v in table.list_versions()}
+            if int(version) not in known:
+                raise RefError(f"table {name!r} has no version {version}")
+            if tag in table.tags.list():
+                table.tags.update(tag, int(version))
+            else:
+                table.tags.create(tag, int(version))
 
     def restore(self, name: str, version: int) -> None:
         """Make `version` the latest again (a new version with its contents)."""
-        self.open_existing(name).restore(version)
-
-    def drop(self, name: str) -> None:
-        self._db.drop_table(name)
+        self.check_writable(name)
+        with self.lock(name):
+            self.open_existing(name).restore(version)
 
     def info(self) -> list[TableInfo]:
         out = []
@@ -225,16 +372,28 @@ class Store:
         return f"{name}@{self.version(name)}"
 
 
-def create_options(schema: pa.Schema) -> dict:
-    """Table-creation options. A vector table (float32 vectors, every column non-nullable: the
-    `emb_*` tables) uses Lance's legacy (0.1) file format, whose fixed-size-list pages read at
-    memory-copy speed (3-4 GB/s from the page cache here, against 0.2-0.6 GB/s for the 2.x formats).
-    That format stores a null as a zero, so any table that may hold nulls keeps the default
-    (see docs/DECISIONS.md)."""
+def _commit(write):
+    """Run one Lance write, retrying a lost commit race (another process committed first)."""
+    delay = 0.05
+    for attempt in range(COMMIT_RETRIES):
+        try:
+            return write()
+        except (OSError, RuntimeError, ValueError) as exc:
+            text = str(exc).lower()
+            if attempt == COMMIT_RETRIES - 1 or not any(w in text for w in ("conflict", "retry", "concurrent")):
+                raise
+            time.sleep(delay)
+            delay *= 2
+
+
+def storage_version(schema: pa.Schema) -> str | None:
+    """The Lance file format a new table gets. A vector table (float32 vectors, every column
+    non-nullable: the `emb_*` tables) uses the legacy (0.1) format, whose fixed-size-list pages read
+    at memory-copy speed (3-4 GB/s from the page cache here, against 0.2-0.6 GB/s for the 2.x
+    formats). That format stores a null as a zero, so any table that may hold nulls keeps the
+    default (None); see docs/DECISIONS.md."""
     vectors = any(pa.types.is_fixed_size_list(f.type) and pa.types.is_float32(f.type.value_type) for f in schema)
-    if vectors and not any(f.nullable for f in schema):
-        return {"storage_options": {"new_table_data_storage_version": "legacy"}}
-    return {}
+    return "legacy" if vectors and not any(f.nullable for f in schema) else None
 
 
 def _key_tuples(data: pa.Table, key: tuple[str, ...]):

@@ -12,7 +12,8 @@ import sys
 
 import click
 
-from schemas.errors import CuratorError, ParameterError, os_error_line
+from schemas.errors import ParameterError, os_error_line
+from schemas.exits import exit_line, sigterm_as_interrupt
 from schemas.filters import where_clause
 from schemas.tables import PROMPT_TEMPLATE, check_template
 from trainer.cli.report import print_eval, print_fit
@@ -71,6 +72,8 @@ def _json_option(text: str | None, what: str) -> dict:
 @click.option("--soft-source", type=click.Choice(["cross", "same"]), default="cross", show_default=True,
               help="Which teacher similarity softens which direction.")
 @click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--steps", type=int, default=None,
+              help="Optimiser steps in all, overriding --epochs (the same budget whatever the set's size).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Per process (rank).")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
@@ -80,7 +83,11 @@ def _json_option(text: str | None, what: str) -> dict:
 @click.option("--out", required=True, help="Checkpoint folder to write (registrable as a model).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it was saved.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps (0 = only at the end).")
+@click.option("--checkpoint-every", type=int, default=0, show_default=True,
+              help="Also checkpoint every this many steps (0 = off). Every epoch's end is always one.")
+@click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True,
+              help="Also checkpoint this often (0 = off). Ctrl-C / SIGTERM save one too, then print the "
+                   "resume command.")
 @click.option("--log-every", type=int, default=10, show_default=True, help="Steps per metrics.jsonl line.")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--cache-mb", type=int, default=0, show_default=True, help="Keep up to this much decoded audio in memory.")
@@ -88,6 +95,12 @@ def _json_option(text: str | None, what: str) -> dict:
 @click.option("--eval-where", help="SQL over `audio` choosing the evaluation clips (--loss hybrid: the classifier's "
                                    "accuracy on them is evaluated at each checkpoint).")
 @click.option("--eval-template", default=PROMPT_TEMPLATE, show_default=True)
+@click.option("--val-fraction", type=float, default=0.0, show_default=True,
+              help="Hold out this share of the set's clips (all their rows) as validation data.")
+@click.option("--val-set", help="Validate on this set version instead (never the evaluation split).")
+@click.option("--val-every", type=int, default=0, show_default=True, help="Steps between validations (0 = each epoch).")
+@click.option("--patience", type=int, default=None,
+              help="Stop after N validations without a lower validation loss; the best weights are saved.")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="Stop after this step without saving.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @hybrid_options
@@ -100,6 +113,8 @@ def fit(ctx: click.Context, as_json: bool, **params) -> None:
       trainer fit --set ads@3 --replay ds --replay-ratio 0.5 --loss soft --epochs 5 \\
           --batch-size 64 --lr 1e-4 --warmup-steps 500 --checkpoint-every 1000 --out runs/ads-s1
       trainer fit --resume --out runs/ads-s1
+      trainer fit --set teacher_pairs --loss clap --epochs 30 --val-fraction 0.1 --patience 3 --out runs/teacher
+      trainer fit --set ads --replay ds --replay-ratio 0.25 --steps 60 --init runs/teacher --out runs/ads
       torchrun --nproc-per-node 4 -m trainer fit --set ads --init teacher_clap/ --out runs/ddp
       trainer fit --loss hybrid --classes scenes --lambda 0.1 --set scenes_train --lr 1e-3 --out runs/clf
     """
@@ -189,14 +204,16 @@ def eval_cmd(ctx, model, label_set, labels, audio_where, template, protocol, ret
         print_eval(results)
 
 
+INTERRUPTED = "interrupted; if a checkpoint was saved, `trainer fit --resume --out DIR` continues from it"
+
+
 def run_main(group: click.Group, argv: list[str] | None = None) -> int:
-    """A CuratorError becomes one `error: ...` line on stderr and exit code 2 (same contract as curator)."""
+    """A CuratorError becomes one `error: ...` line on stderr and exit code 2 (same contract as curator);
+    an interrupted fit prints its own line (what was saved, the exact resume command), exit 130."""
     try:
-        group.main(args=argv, standalone_mode=False)
+        with sigterm_as_interrupt():
+            group.main(args=argv, standalone_mode=False)
         return 0
-    except CuratorError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:  # one line, not click's usage block
@@ -206,15 +223,18 @@ def run_main(group: click.Group, argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except OSError as exc:
-        click.echo(f"error: {os_error_line(exc)}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("interrupted; rerun with --resume to continue from the last checkpoint", err=True)
-        return 130
+    except BaseException as exc:  # noqa: BLE001 - classified below; anything unknown is re-raised
+        ended = exit_line(exc, INTERRUPTED)
+        if ended is None:
+            if isinstance(exc, click.exceptions.Abort):
+                click.echo("aborted", err=True)
+                return 130
+            if isinstance(exc, OSError):
+                click.echo(f"error: {os_error_line(exc)}", err=True)
+                return 2
+            raise
+        click.echo(ended[0], err=True)
+        return ended[1]
 
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 the run finished but some items failed (recorded); 2 bad input (one "

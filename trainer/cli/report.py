@@ -12,6 +12,15 @@ def print_fit(result) -> None:
     where = (f"{details['rows']} labelled rows, {len(details['classes'])} classes; classifier: {result.out}"
              if "classes" in details else f"checkpoint: {result.out}")
     click.echo(f"{state} step {result.step}/{result.total_steps}; last loss {loss}; {where}")
+    val = result.validation
+    if val and val.get("curve"):
+        curve = ", ".join(f"{p['step']}: {p['val_loss']:.4f}" for p in val["curve"])
+        stop = (f"early stopping at step {val['stopped_at']} (patience {val['patience']}); "
+                if val.get("stopped_at") is not None else "")
+        kept = f"; weights of step {val['kept_step']} saved" if val.get("kept_step") is not None else ""
+        click.echo(f"validation ({val['data'].get('rows')} rows): {stop}best loss {val['best_loss']:.4f} "
+                   f"at step {val['best_step']}{kept}")
+        click.echo(f"  curve (step: loss): {curve}")
     if result.skipped_clips:
         click.echo(f"warning: skipped {result.skipped_clips} clip(s) that failed to decode "
                    f"(ids in {result.out}/checkpoint.json)", err=True)

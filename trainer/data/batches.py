@@ -5,7 +5,7 @@ the uninterrupted run saw, whichever worker decoded them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,8 +30,13 @@ class BatchPlan:
     world: int = 1
     replay_ratio: float = 0.0
     seed: int = 0
+    # Row numbers of the main table that train (a validation slice held out): main position i of the
+    # plan is table row `rows[i]`; None = every row, n_main of them.
+    rows: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
+        if self.rows is not None and len(self.rows) != self.n_main:
+            raise ParameterError(f"batch plan: {len(self.rows)} training rows given for n_main {self.n_main}")
         if self.batch_size < 1:
             raise ParameterError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.replay_ratio < 1.0:
@@ -58,6 +63,8 @@ class BatchPlan:
         g, n = self.global_batch, self.steps_per_epoch
         rng = np.random.default_rng([self.seed, epoch, 0])
         order = rng.permutation(self.n_main)[: n * g].reshape(n, g)
+        if self.rows is not None:
+            order = np.asarray(self.rows, np.int64)[order]
         batches = [(MAIN, order[i]) for i in range(n)]
         k = int(round(self.replay_ratio * n))
         if k:

@@ -4,6 +4,13 @@ The folder is what `curator models add --kind checkpoint DIR` registers: `load_s
 student.json + model.safetensors. `train_state/` holds what an exact resume needs: optimizer and
 scheduler state (torch.save, read back with weights_only=True), the torch / numpy / python RNG
 states and the step. Nothing here unpickles arbitrary objects.
+
+A save is atomic (docs/RELIABILITY.md): every file is written into `.staging-<pid>/`, which one
+rename commits as `.next/`; its entries are then moved into place and `.next/` removed. A kill
+before the rename leaves the previous checkpoint and a staging folder, which the next start
+removes; a kill after it leaves a complete `.next/`, which the next start (`recover_checkpoint`,
+run by every reader here) moves into place. Either way a reader sees the previous checkpoint or
+the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -13,17 +20,23 @@ import json
 import os
 import random
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from schemas.errors import TrainingError
+from schemas.faults import crash_point
 from trainer.students.weights import first_line
 
 CHECKPOINT_JSON = "checkpoint.json"
 TRAIN_STATE = "train_state"
 FORMAT = 1
+STAGING = ".staging-"  # + pid: a save being written (incomplete until renamed to NEXT)
+NEXT = ".next"  # a complete, committed save whose files are being moved into place
+OLD = ".old"  # suffix of a folder entry being swapped out
+LOCK = ".checkpoint.lock"
 
 
 def _sha256(path: Path) -> str:
@@ -67,7 +80,7 @@ def restore_rng(tensors: dict, plain: dict) -> None:
 def _replace(src: Path, dst: Path) -> None:
     """Move src over dst; a directory is swapped via a side name so dst is never half-written."""
     if src.is_dir() and dst.exists():
-        old = dst.with_name(dst.name + ".old")
+        old = dst.with_name(dst.name + OLD)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
         os.replace(src, dst)
@@ -76,14 +89,57 @@ def _replace(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+@contextmanager
+def _locked(out: Path):
+    """One process at a time saves or recovers a checkpoint folder (DDP ranks, a second `fit`)."""
+    import fcntl
+
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _move_into_place(out: Path) -> None:
+    nxt = out / NEXT
+    # train_state first and checkpoint.json last: even a reader that ignores `.next` sees the step
+    # of checkpoint.json only once the state it names is in place
+    for entry in sorted(nxt.iterdir(), key=lambda p: (p.name == CHECKPOINT_JSON, p.name != TRAIN_STATE)):
+        _replace(entry, out / entry.name)
+
+
+def _leftover(path: Path) -> bool:
+    return path.name.startswith(STAGING) or (path.name.endswith(OLD) and path.is_dir())
+
+
+def recover_checkpoint(out: str | os.PathLike) -> list[str]:
+    """Finish or undo a save a kill interrupted; returns one line per thing done (nothing: [])."""
+    out = Path(out)
+    if not out.is_dir() or not any(_leftover(p) or p.name == NEXT for p in out.iterdir()):
+        return []  # the usual case takes no lock, so a read-only checkpoint folder reads fine
+    notes = []
+    with _locked(out):
+        if (out / NEXT).is_dir():
+            _move_into_place(out)
+            shutil.rmtree(out / NEXT, ignore_errors=True)
+            notes.append(f"{out}: completed a checkpoint save that was interrupted after it was committed")
+        for leftover in sorted(out.iterdir()):
+            if _leftover(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+                notes.append(f"{out}: removed {leftover.name}, left by an interrupted checkpoint save")
+    return notes
+
+
 def save_checkpoint(out: str | os.PathLike, student, meta: dict, optimizer, scheduler, step: int,
                     extra_state: dict | None = None) -> Path:
-    """Write (or overwrite) the checkpoint in `out`. Files are staged next to it and moved into place,
-    train_state first and checkpoint.json last, so a crash mid-save leaves the previous checkpoint
-    readable and `load_train_state` detects a torn one by the weights' hash."""
+    """Write (or overwrite) the checkpoint in `out`, atomically (see the module doc): staged in
+    `.staging-<pid>/`, committed by one rename to `.next/`, then moved into place."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stage = out / f".staging-{os.getpid()}"
+    recover_checkpoint(out)
+    stage = out / f"{STAGING}{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     student.save(stage)
@@ -100,14 +156,18 @@ def save_checkpoint(out: str | os.PathLike, student, meta: dict, optimizer, sche
     (state_dir / "state.json").write_text(json.dumps(plain))
     meta = {**meta, "format": FORMAT, "step": int(step)}
     (stage / CHECKPOINT_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    entries = sorted(stage.iterdir(), key=lambda p: (p.name == CHECKPOINT_JSON, p.name != TRAIN_STATE))
-    for entry in entries:
-        _replace(entry, out / entry.name)
-    shutil.rmtree(stage, ignore_errors=True)
+    crash_point("checkpoint staged")
+    with _locked(out):
+        os.replace(stage, out / NEXT)  # the commit: from here on the new checkpoint wins
+        crash_point("checkpoint committed")
+        _move_into_place(out)
+        crash_point("checkpoint swapped")
+        shutil.rmtree(out / NEXT, ignore_errors=True)
     return out
 
 
 def read_checkpoint(folder: str | os.PathLike) -> dict:
+    recover_checkpoint(folder)
     path = Path(folder) / CHECKPOINT_JSON
     if not path.exists():
         raise TrainingError(f"{folder}: no {CHECKPOINT_JSON}; not a trainer checkpoint folder")

@@ -18,9 +18,9 @@ LOSSES = CONTRASTIVE_LOSSES + ("hybrid",)
 HYBRID_DEFAULTS = {"classes": None, "lam": 0.1, "fuse_metadata": False, "context_template": DEFAULT_CONTEXT_TEMPLATE,
                    "mixup": False, "mixup_alpha": 1.0, "spec_augment": False, "head_hidden": 256,
                    "balance_classes": False}
-CONTRASTIVE_ONLY = ("replay_ref", "replay_ratio", "alpha", "tau_s", "soft_source")
+CONTRASTIVE_ONLY = ("replay_ref", "replay_ratio", "alpha", "tau_s", "soft_source", "val_set")
 # Never recorded as hyper-parameters: where the run lives and how this invocation was started.
-NOT_HPARAMS = ("store", "out", "resume", "stop_after")
+NOT_HPARAMS = ("store", "out", "resume", "stop_after", "checkpoint_minutes")
 _FLAGS = {"lam": "lambda", "replay_ref": "replay"}
 
 
@@ -44,6 +44,7 @@ class FitConfig:
     tau_s: float = DEFAULT_TAU_S
     soft_source: str = "cross"
     epochs: int = 1
+    steps: int | None = None  # optimiser steps in all (overrides --epochs): one budget whatever the set's size
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -52,6 +53,7 @@ class FitConfig:
     device: str = "auto"
     seed: int = 0
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0  # also checkpoint this often (and at every epoch end); 0 = epochs only
     log_every: int = 10
     num_workers: int = 0
     cache_mb: int = 0
@@ -60,6 +62,11 @@ class FitConfig:
     eval_where: str | None = None
     eval_template: str = PROMPT_TEMPLATE
     stop_after: int | None = None  # end after this step without a final save (a simulated kill)
+    # validation and early stopping (trainer.train.validation), every objective
+    val_set: str | None = None
+    val_fraction: float = 0.0
+    val_every: int = 0  # steps between validations; 0 = once per epoch
+    patience: int | None = None
     # --loss hybrid (DESIGN 6.8-6.9): the scene classifier's options
     classes: str | None = None
     lam: float = 0.1
@@ -90,10 +97,12 @@ class FitConfig:
                 raise ParameterError(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ParameterError(f"--lr must be positive, got {self.lr}")
-        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.num_workers < 0:
-            raise ParameterError("--warmup-steps, --checkpoint-every and --num-workers must be >= 0")
+        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.num_workers < 0 or self.checkpoint_minutes < 0:
+            raise ParameterError("--warmup-steps, --checkpoint-every, --checkpoint-minutes and --num-workers "
+                                 "must be >= 0")
         if self.replay_ratio and not self.replay_ref:
             raise ParameterError("--replay-ratio needs --replay REF")
+        self._validate_validation()
         if self.hybrid:
             self._validate_hybrid()
             return
@@ -103,6 +112,26 @@ class FitConfig:
             raise ParameterError(f"{flag(given[0])} needs --loss hybrid{hint}")
         if self.eval_where and not self.eval_label_set:
             raise ParameterError("--eval-where needs --eval-label-set (the classes to evaluate)")
+
+    def _validate_validation(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ParameterError(f"--steps must be at least 1, got {self.steps}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ParameterError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_set and self.val_fraction:
+            raise ParameterError("--val-set and --val-fraction are alternatives; give one")
+        if self.val_every < 0:
+            raise ParameterError(f"--val-every must be >= 0, got {self.val_every}")
+        if self.patience is not None and self.patience < 1:
+            raise ParameterError(f"--patience must be at least 1, got {self.patience}")
+        if (self.patience is not None or self.val_every) and not self.validates:
+            raise ParameterError("--patience and --val-every need a validation set: --val-set REF or --val-fraction F")
+        if self.val_set and self.hybrid:
+            raise ParameterError("--val-set is not supported with --loss hybrid; use --val-fraction")
+
+    @property
+    def validates(self) -> bool:
+        return bool(self.val_set or self.val_fraction)
 
     def _validate_hybrid(self) -> None:
         if not self.classes:

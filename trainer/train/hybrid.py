@@ -175,7 +175,7 @@ class HybridObjective(Objective):
         waves = batch["wave"][:n].to(device)
         y = torch.from_numpy(rows.y[idx]).to(device)
         targets = y
-        if cfg.mixup:
+        if cfg.mixup and self.module.training:  # not while validating
             # a pure function of (seed, step), like the batch order: a resumed run mixes the same pairs
             rng = np.random.default_rng([cfg.seed, step, 5])
             waves, targets, _, _ = mix(waves, y, len(self.classes), cfg.mixup_alpha, rng)

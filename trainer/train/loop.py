@@ -1,7 +1,8 @@
 """`trainer fit`: the one training loop, for every objective (contrastive or hybrid).
 
-AdamW, linear warm-up + cosine decay, bf16 autocast on CUDA, gradient clipping, checkpoints every N
-steps and at the end, exact resume, periodic evaluation, metrics as JSONL, DDP under torchrun. The
+AdamW, linear warm-up + cosine decay, bf16 autocast on CUDA, gradient clipping, checkpoints (every N
+steps, at each epoch's end, every M minutes, on SIGINT / SIGTERM and at the end), exact resume (logged
+losses included), periodic evaluation, metrics as JSONL, DDP under torchrun. The
 step is the unit of everything: batch order, replay choice, crops, mixup, LR and checkpoints are
 functions of it, so a resumed run replays the uninterrupted one. What a step computes is the
 objective's business (trainer.train.objective); everything around it happens here, once.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -21,18 +22,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from schemas.errors import TrainingError
+from schemas.errors import Interrupted, TrainingError
 from trainer.data.batches import make_loader
 from trainer.data.rows import ClipRows
 from trainer.train.checkpoint import load_train_state, read_checkpoint, restore_rng, save_checkpoint
 from trainer.train.config import FitConfig
 from trainer.train.contrastive import ContrastiveObjective
 from trainer.train.hybrid import HybridObjective
+from trainer.train.interrupt import CheckpointClock, StopOnSignal, resume_command
 from trainer.train.metrics import MetricsLog, Window
 from trainer.train.objective import Objective, all_min
 from trainer.train.optim import build_optimizer
 from trainer.train.resume import check_resume
 from trainer.train.runtime import Runtime, setup_runtime
+from trainer.train.validation import EarlyStopping, best_state, drop_best, load_best, save_best, setup_validation
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's cap on s
 
@@ -47,6 +50,8 @@ class FitResult:
     stopped_early: bool
     metrics: dict
     details: dict = field(default_factory=dict)  # the objective's own facts (a classifier's classes...)
+    early_stopped: bool = False  # --patience ran out (stopped_early: --stop-after, a simulated kill)
+    validation: dict | None = None  # curve, best step and loss, stop (trainer.train.validation)
 
 
 def make_objective(cfg: FitConfig) -> Objective:
@@ -73,8 +78,9 @@ def _lineage(cfg: FitConfig, obj: Objective) -> dict:
 def _fit(cfg: FitConfig, obj: Objective, rt: Runtime, on_step) -> FitResult:
     out = Path(cfg.out)
     if not cfg.resume and (out / "checkpoint.json").exists():
-        raise TrainingError(f"{out} already holds a checkpoint (step {read_checkpoint(out).get('step')}); "
-                            f"pass --resume to continue it or choose another --out")
+        held = read_checkpoint(out)
+        raise TrainingError(f"{out} already holds a checkpoint (step {held.get('step')} of {held.get('total_steps')}); "
+                            f"continue it with `{resume_command(cfg.store, cfg.out, rt.world)}` or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     obj.open()
     state = load_train_state(out) if cfg.resume else None
@@ -85,14 +91,23 @@ def _fit(cfg: FitConfig, obj: Objective, rt: Runtime, on_step) -> FitResult:
     obj.build(out if state else None)
     obj.module.to(rt.device).train()
     plan = obj.plan(rt.world)
-    total = plan.steps_per_epoch * cfg.epochs
+    train_rows, validator = setup_validation(cfg, obj, rt)
+    if train_rows is not None:
+        plan = replace(plan, n_main=len(train_rows), rows=train_rows)
+    total = cfg.steps or plan.steps_per_epoch * cfg.epochs
+    recorded = (state["meta"].get("metrics") or {}).get("validation") if state else None
+    stopper = EarlyStopping.from_state(recorded, cfg.patience)
+    if stopper.stop:
+        raise TrainingError(f"{out}: the run stopped early at step {stopper.stopped_at} (patience {cfg.patience}); "
+                            "nothing to resume")
     optimizer, scheduler = build_optimizer(obj.module, cfg.lr, cfg.weight_decay, cfg.warmup_steps, total)
-    start, skipped = 0, []
+    start, skipped, history = 0, [], {}
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["meta"]["step"])
         skipped = list(state["meta"].get("metrics", {}).get("skipped_clip_ids", []))
+        history = state["plain"].get("loss_history", {})
         restore_rng(state["rng"], state["plain"])
     model = obj.forward_module()
     if rt.world > 1:
@@ -104,9 +119,13 @@ def _fit(cfg: FitConfig, obj: Objective, rt: Runtime, on_step) -> FitResult:
     loader = make_loader(rows, plan, start, total, rt.rank, cfg.num_workers, cfg.seed)
     meta = {**_lineage(cfg, obj), "student": {"kind": obj.student_kind, "init": cfg.init}, "world_size": rt.world,
             "steps_per_epoch": plan.steps_per_epoch, "total_steps": total, **obj.meta()}
+    if validator:
+        meta["validation_data"] = validator.meta
     run = _Run(cfg, rt, obj, model, optimizer, scheduler, meta, skipped,
-               MetricsLog(out / "metrics.jsonl", rt.rank == 0, start if state else None), obj.evaluator(rt))
-    return run.run(loader, start, total, plan.steps_per_epoch, on_step)
+               MetricsLog(out / "metrics.jsonl", rt.rank == 0, start if state else None), obj.evaluator(rt),
+               validator=validator, stopper=stopper, val_every=cfg.val_every or plan.steps_per_epoch,
+               best=load_best(out) if state and validator else None, losses=list(history.get("losses", [])))
+    return run.run(loader, start, total, plan.steps_per_epoch, on_step, history.get("window"))
 
 
 @dataclass
@@ -122,31 +141,65 @@ class _Run:
     metrics: MetricsLog
     evaluate: Callable | None
     losses: list = field(default_factory=list)
+    validator: object = None  # trainer.train.validation.Validator
+    stopper: EarlyStopping | None = None
+    val_every: int = 0
+    best: dict | None = None  # the module's state at the best validation (CPU tensors)
 
-    def run(self, loader, start: int, total: int, steps_per_epoch: int, on_step) -> FitResult:
+    def run(self, loader, start: int, total: int, steps_per_epoch: int, on_step, window: dict | None = None) -> FitResult:
         cfg, rt = self.cfg, self.rt
-        window, step, loss, tick = Window(), start, None, time.perf_counter()
-        for batch in loader:
-            got = time.perf_counter()
-            self.skipped.extend(e["audio_id"] for e in batch["errors"])
-            loss, n, parts, kind = self._step(batch, step)
-            step += 1
-            epoch = (step - 1) // steps_per_epoch
-            done = time.perf_counter()
-            window.add(loss, parts, done - tick, got - tick, n * rt.world)
-            tick = done
-            if loss is not None:
-                self.losses.append(loss)
-            if step % cfg.log_every == 0 or step == total:
-                self._log(window, step, epoch, kind, on_step)
-                window = Window()
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-                self.save(step, epoch)
-            if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
-                return self._result(step, total, loss, stopped=True)
+        window, step, loss, tick = Window.restore(window), start, None, time.perf_counter()
+        clock = CheckpointClock(cfg.checkpoint_minutes, steps_per_epoch)
+        with StopOnSignal() as stop:
+            for batch in loader:
+                got = time.perf_counter()
+                self.skipped.extend(e["audio_id"] for e in batch["errors"])
+                loss, n, parts, kind = self._step(batch, step)
+                step += 1
+                epoch = (step - 1) // steps_per_epoch
+                done = time.perf_counter()
+                window.add(loss, parts, done - tick, got - tick, n * rt.world)
+                tick = done
+                if loss is not None:
+                    self.losses.append(loss)
+                if step % cfg.log_every == 0 or step == total:
+                    self._log(window, step, epoch, kind, on_step)
+                    window = Window()
+                if self.validator and (step % self.val_every == 0 or step == total) and self._validate(step):
+                    break  # patience ran out: the final save below keeps the best validation's weights
+                # every N steps (with the evaluation, if any); epoch ends and every M minutes (without)
+                every = bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                if step < total and (every or clock.due(step, rt)):
+                    self.save(step, epoch, window, evaluate=every)
+                    clock.saved()
+                if step < total and stop.requested(rt):
+                    self.save(step, epoch, window, evaluate=False)
+                    raise Interrupted(f"{stop.name} at step {step}/{total}; checkpoint saved in {cfg.out}; "
+                                      f"resume with: {resume_command(cfg.store, cfg.out, rt.world)}")
+                if cfg.stop_after is not None and step >= cfg.stop_after and step < total:
+                    return self._result(step, total, loss, stopped=True)
         if step > start:
-            self.save(step, max(0, (step - 1) // steps_per_epoch))
+            self.save(step, max(0, (step - 1) // steps_per_epoch), window, final=True)
         return self._result(step, total, loss, stopped=False)
+
+    def _validate(self, step: int) -> bool:
+        """One validation; keeps the weights when it is the best so far. True: stop (patience ran out)."""
+        value = self.validator.loss()
+        if not math.isfinite(value):
+            raise TrainingError(f"validation loss is {value} at step {step}; stopped. The last good checkpoint is "
+                                f"kept in {self.cfg.out}")
+        if self.stopper.update(step, value):
+            self.best = best_state(self.obj.module)
+        self.metrics.write({"step": step, "val_loss": value, "best_val_loss": self.stopper.best_loss,
+                            "best_step": self.stopper.best_step})
+        return self.stopper.stop
+
+    def _validation_record(self, final: bool) -> dict | None:
+        if not self.validator:
+            return None
+        kept = self.stopper.best_step if final and self.best is not None else None
+        return {**self.stopper.state(), "patience": self.cfg.patience, "every": self.val_every,
+                "data": self.validator.meta, "kept_step": kept}
 
     def _step(self, batch: dict, step: int) -> tuple[float | None, int, dict, str]:
         """One optimiser step on a batch: (loss, rows used, loss parts, loss kind)."""
@@ -183,24 +236,39 @@ class _Run:
         if on_step and self.rt.rank == 0:
             on_step(row)
 
-    def save(self, step: int, epoch: int) -> None:
-        """Rank 0 writes the checkpoint; every weight must be finite or the last good one stays."""
+    def save(self, step: int, epoch: int, window: Window | None = None, evaluate: bool = True,
+             final: bool = False) -> None:
+        """Rank 0 writes the checkpoint; every weight must be finite or the last good one stays. With
+        validation the final save holds the best validation's weights; earlier saves hold the current
+        ones, with the best kept beside them for a resume. The losses of the last 100 steps and of the
+        unlogged window go into the train state, so a resumed run logs exactly what the uninterrupted
+        one does; only `--checkpoint-every` saves and the final one evaluate (epoch-end, timed and
+        signal saves do not, so they change no log)."""
         skipped = self._all_skipped()
+        if final and self.best is not None:
+            self.obj.module.load_state_dict(self.best)
+        elif self.best is not None and self.rt.rank == 0:
+            save_best(self.cfg.out, self.best)
         if not all(bool(torch.isfinite(p).all()) for p in self.obj.module.parameters()):
             raise TrainingError(f"weights became non-finite by step {step}; stopped, the last good checkpoint "
                                 f"is kept in {self.cfg.out}; lower --lr")
         if self.rt.rank == 0:
-            evaluation = self.evaluate(step) if self.evaluate else None
+            evaluation = self.evaluate(step) if self.evaluate and evaluate else None
             if evaluation is not None:
                 self.metrics.write({"step": step, "eval": evaluation})
             losses = self.losses
             metrics = {"last_loss": losses[-1] if losses else None,
                        "mean_loss_last_100": float(np.mean(losses[-100:])) if losses else None,
-                       "skipped_clips": len(skipped), "skipped_clip_ids": skipped[:1000], "eval": evaluation}
+                       "skipped_clips": len(skipped), "skipped_clip_ids": skipped[:1000], "eval": evaluation,
+                       "validation": self._validation_record(final)}
             save_checkpoint(self.cfg.out, self.obj.module, {**self.meta, "epoch": epoch, "metrics": metrics,
                             "saved_at": datetime.now(timezone.utc).isoformat()}, self.optimizer, self.scheduler, step,
                             # the batch order is a pure function of (seed, step): this is its whole state
-                            extra_state={"data_order": {"seed": self.cfg.seed, "next_step": step}})
+                            extra_state={"data_order": {"seed": self.cfg.seed, "next_step": step},
+                                         "loss_history": {"losses": losses[-100:],
+                                                          "window": window.state() if window else None}})
+            if final:
+                drop_best(self.cfg.out)
         if self.rt.world > 1:
             dist.barrier()
 
@@ -216,5 +284,7 @@ class _Run:
         skipped = sorted(set(self.skipped))
         return FitResult(out=self.cfg.out, step=step, total_steps=total, final_loss=loss, skipped_clips=len(skipped),
                          stopped_early=stopped, details=self.obj.details(),
+                         early_stopped=bool(self.stopper and self.stopper.stop),
+                         validation=self._validation_record(not stopped),
                          metrics={"last_loss": self.losses[-1] if self.losses else None,
                                   "skipped_clip_ids": skipped[:1000]})

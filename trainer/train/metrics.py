@@ -47,6 +47,17 @@ class Window:
         self.time = self.wait = 0.0
         self.samples = 0
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of an unlogged window (its timings are not worth replaying)."""
+        return {"losses": list(self.losses), "parts": list(self.parts)}
+
+    @classmethod
+    def restore(cls, state: dict | None) -> "Window":
+        window = cls()
+        if state:
+            window.losses, window.parts = list(state["losses"]), list(state["parts"])
+        return window
+
     def add(self, loss: float | None, parts: dict, seconds: float, waited: float, samples: int) -> None:
         self.losses.append(loss)
         if parts:

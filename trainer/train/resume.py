@@ -11,7 +11,7 @@ from trainer.train.checkpoint import read_checkpoint
 
 # Options that shape the trajectory of every run: a resume that changes one would not replay it.
 TRAJECTORY = ("loss", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "seed", "student",
-              "student_config")
+              "student_config", "steps", "val_set", "val_fraction", "val_every", "patience")
 
 
 def resume_options(out: str | os.PathLike, options: dict, explicit: set[str]) -> dict:
