@@ -72,12 +72,12 @@ def end_to_end(folder: str, paths: list[str], batch: int) -> tuple[float, int]:
     return len(paths) / best_of(run, 2), sum(p.numel() for p in teacher.model.parameters())
 
 
-def hf_end_to_end(folder: str, paths: list[str], batch: int) -> float:
+def hf_end_to_end(folder: str, paths: list[str], batch: int, device: str = "cpu") -> float:
     """What a user would write: soundfile + torchaudio resample + the numpy extractor + ClapModel."""
     import torchaudio.functional as AF
     from transformers import ClapFeatureExtractor, ClapModel
 
-    model = ClapModel.from_pretrained(folder).eval()
+    model = ClapModel.from_pretrained(folder).eval().to(device)
     fe = ClapFeatureExtractor.from_pretrained(folder)
 
     def run():
@@ -88,7 +88,7 @@ def hf_end_to_end(folder: str, paths: list[str], batch: int) -> float:
                 waves.append(AF.resample(torch.from_numpy(data.mean(1)), sr, fe.sampling_rate).numpy())
             feats = fe(waves, sampling_rate=fe.sampling_rate, return_tensors="pt")
             with torch.inference_mode():
-                model.get_audio_features(input_features=feats["input_features"])
+                model.get_audio_features(input_features=feats["input_features"].to(device))
 
     run()
     return len(paths) / best_of(run, 2)

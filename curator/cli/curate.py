@@ -13,6 +13,7 @@ from curator.curate.guard import DEFAULT_THRESHOLD, find_contamination, record_c
 from curator.curate.pseudo import PseudoOptions, build_pseudo
 from curator.curate.strategies import DSOptions, MatchOptions, build_ads, build_ds, build_du
 from curator.curate.thresholds import RULES
+from curator.match.params import parse_memory
 from schemas.errors import ParameterError
 
 # Options every build shares: teacher, set name, contamination, decisions, empty result.
@@ -37,6 +38,8 @@ _match = option_group(
     click.option("--pool-where", required=True, metavar="SQL",
                  help="Wild pool: a SQL condition over `audio`, e.g. \"source = 'wild'\"."),
     click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] for matching."),
+    click.option("--max-memory", default="auto", show_default=True, metavar="SIZE",
+                 help="A pool whose vectors exceed SIZE (e.g. 2GB) is streamed from the store; same rows."),
 )
 
 
@@ -110,7 +113,7 @@ def build():
 @_balance
 @pass_store
 def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
-           threshold, top_k, per, pool_where, device, pairs_where, text_model, balance_set, per_class):
+           threshold, top_k, per, pool_where, device, max_memory, pairs_where, text_model, balance_set, per_class):
     """Domain-unspecific: teacher-training captions × wild clips, score ≥ τ.
 
     \b
@@ -124,7 +127,8 @@ def du_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
     if text_model and balance is None:
         raise ParameterError("du: --text-model is only used with --balance")
     store = ctx.store(create=False)
-    b = build_du(store, model_name, MatchOptions(threshold, top_k, per, device), pool_where, pairs_where,
+    opts = MatchOptions(threshold, top_k, per, device, parse_memory(max_memory))
+    b = build_du(store, model_name, opts, pool_where, pairs_where,
                  allow_contaminated, _decisions(decisions_path), keep_accepted, balance)
     _write(store, set_name, b, allow_empty, fmt)
 
@@ -192,7 +196,7 @@ def ds_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_a
 @_balance
 @pass_store
 def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_accepted, allow_empty, fmt,
-            threshold, top_k, per, pool_where, device, pairs_where, text_model, from_set, label_set, ds_threshold,
+            threshold, top_k, per, pool_where, device, max_memory, pairs_where, text_model, from_set, label_set, ds_threshold,
             balance_set, per_class):
     """Augmented domain-specific: DS captions × wild clips, score ≥ τ.
 
@@ -211,7 +215,8 @@ def ads_cmd(ctx, model_name, set_name, allow_contaminated, decisions_path, keep_
             raise ParameterError("ads: --label-set and --ds-threshold go together")
         ds = DSOptions(label_set, ds_threshold, pairs_where, text_model)
     store = ctx.store(create=False)
-    b = build_ads(store, model_name, MatchOptions(threshold, top_k, per, device), pool_where, from_set, ds,
+    opts = MatchOptions(threshold, top_k, per, device, parse_memory(max_memory))
+    b = build_ads(store, model_name, opts, pool_where, from_set, ds,
                   allow_contaminated, _decisions(decisions_path), keep_accepted,
                   _balance_options(balance_set, per_class, text_model))
     _write(store, set_name, b, allow_empty, fmt)

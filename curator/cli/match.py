@@ -58,10 +58,13 @@ class _Bar:
 @click.option("--nprobes", type=int, default=None, help="ann: IVF partitions probed per caption (default 16).")
 @click.option("--index-type", type=click.Choice(["IVF_FLAT", "IVF_PQ"]), default=None, help="ann: index kind.")
 @click.option("--recall-sample", type=int, default=None, help="ann: captions sampled to measure recall (256).")
+@click.option("--max-memory", default="auto", show_default=True, metavar="SIZE",
+              help="exact: a pool whose vectors exceed SIZE (e.g. 2GB) is streamed from the store in blocks "
+                   "of SIZE; same pairs. auto = half the machine's RAM.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @pass_store
 def match(ctx, model, threshold, top_k, per, method, texts_where, audio_where, run_name, replace, device,
-          precision, block, nprobes, index_type, recall_sample, fmt):
+          precision, block, nprobes, index_type, recall_sample, max_memory, fmt):
     """Score every caption against every clip of a model and keep pairs >= THRESHOLD.
 
     Pairs go to table `candidates` (run_id, text_id, audio_id, score, rank); one row describing the
@@ -73,6 +76,7 @@ def match(ctx, model, threshold, top_k, per, method, texts_where, audio_where, r
           --texts-where "source = 'clotho'" --audio-where "split = 'train'"
       curator query "select * from candidates where run_id = 'du1' order by score desc limit 5"
     """
+    from curator.match.params import parse_memory
     from curator.match.run import run_match
 
     ann = {k: v for k, v in (("nprobes", nprobes), ("index_type", index_type), ("recall_sample", recall_sample))
@@ -81,7 +85,7 @@ def match(ctx, model, threshold, top_k, per, method, texts_where, audio_where, r
     try:
         s = run_match(ctx.store(), model, threshold, top_k, per, method, texts_where, audio_where, run_name,
                       replace=replace, device=device, block=_block(block), precision=precision, ann=ann,
-                      progress=bar)
+                      progress=bar, max_memory=parse_memory(max_memory))
     finally:
         bar.close()
     if s.reused:
@@ -103,9 +107,11 @@ def match(ctx, model, threshold, top_k, per, method, texts_where, audio_where, r
 @click.option("--texts-where", default=None, help="SQL condition on table `texts` selecting the captions.")
 @click.option("--audio-where", default=None, help="SQL condition on table `audio` selecting the clips.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU when present), cpu, cuda ...")
+@click.option("--max-memory", default="auto", show_default=True, metavar="SIZE",
+              help="A pool whose vectors exceed SIZE (e.g. 2GB) is streamed from the store in blocks of SIZE.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @pass_store
-def sweep(ctx, model, thresholds, plot_path, texts_where, audio_where, device, fmt):
+def sweep(ctx, model, thresholds, plot_path, texts_where, audio_where, device, max_memory, fmt):
     """Count the pairs a match would keep at each threshold, in one pass over all scores.
 
     Prints, per threshold, the pairs kept and the captions with at least one match; --plot adds
@@ -115,15 +121,17 @@ def sweep(ctx, model, thresholds, plot_path, texts_where, audio_where, device, f
     Example:
       curator sweep --model clap --thresholds 0.3:0.9:0.05 --plot sweep.png
     """
+    from curator.match.params import parse_memory
     from curator.match.run import load_pool
     from curator.match.sweep import parse_thresholds, plot
     from curator.match.sweep import sweep as run_sweep
 
     ts = parse_thresholds(thresholds)
-    tv, av, info = load_pool(ctx.store(), model, texts_where, audio_where)
+    limit = parse_memory(max_memory)
+    tv, av, info = load_pool(ctx.store(), model, texts_where, audio_where, limit)
     bar = _Bar(f"sweep {model}")
     try:
-        result = run_sweep(tv.vecs, av.vecs, ts, device=device, progress=bar)
+        result = run_sweep(tv.vecs, getattr(av, "vecs", av), ts, device=device, progress=bar, max_memory=limit)
     finally:
         bar.close()
     echo_table(result["table"], fmt)

@@ -18,7 +18,7 @@ from curator.curate.guard import contaminated_ids
 from curator.models.registry import ModelRecord, get_model
 from curator.store.sql import filter_query, query
 from curator.store.store import Store
-from curator.store.vectors import check_model, read_vectors, vector_array
+from curator.store.vectors import VectorBlocks, check_model, open_vectors, vector_array
 from schemas.errors import ModelError, ParameterError, StoreError
 from schemas.tables import set_rows
 
@@ -101,15 +101,16 @@ def select_clips(store: Store, lin: Lineage, where: str | None, what: str, allow
     return meta.sort_by([("audio_id", "ascending")])
 
 
-def vectors(store: Store, lin: Lineage, model, modality: str, ids: list[str],
-            what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors of `ids` (in that order) from one model; returns (positions in ids that have a
-    vector, vectors). Items never embedded are skipped and counted in the build's stats."""
+def vector_source(store: Store, lin: Lineage, model, modality: str, ids: list[str],
+                  what: str) -> tuple[np.ndarray, VectorBlocks]:
+    """Vectors of `ids` (in that order) from one model, left in the store: (positions in ids that
+    have a vector, their `VectorBlocks`). Items never embedded are skipped and counted in the
+    build's stats."""
     table = model.table(modality)
     if not store.has(table):
         raise ModelError(f"model {model.model_id!r} has no {modality} embeddings ({table}); "
                          f"run `curator embed {modality} --model {model.model_id}` first")
-    got = read_vectors(store, model.model_id, modality, ids=list(ids))
+    got = open_vectors(store, model.model_id, modality, ids=list(ids))
     lin.add(got.ref)
     check_model(got, model)
     # Arrow hash join instead of a Python dict: pools run to millions of clips.
@@ -120,8 +121,14 @@ def vectors(store: Store, lin: Lineage, model, modality: str, ids: list[str],
     missing = len(ids) - len(pos)
     if missing:
         lin.stats[f"{what}_without_vectors"] = lin.stats.get(f"{what}_without_vectors", 0) + missing
-    out = got.vecs[rows] if len(rows) else np.zeros((0, got.dim), np.float32)
-    return pos, np.ascontiguousarray(out, dtype=np.float32)
+    return pos, got.reorder(rows)
+
+
+def vectors(store: Store, lin: Lineage, model, modality: str, ids: list[str],
+            what: str) -> tuple[np.ndarray, np.ndarray]:
+    """`vector_source`, read into memory: (positions in ids that have a vector, vectors)."""
+    pos, src = vector_source(store, lin, model, modality, ids, what)
+    return pos, src.read()
 
 
 def label_classes(store: Store, lin: Lineage, label_set: str, model: ModelRecord | None = None):

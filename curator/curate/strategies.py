@@ -27,10 +27,12 @@ from curator.curate.rows import (
     select_clips,
     select_texts,
     start_build,
+    vector_source,
     vectors,
 )
 from curator.models.registry import get_model
 from curator.store.store import Store
+from curator.store.vectors import VectorBlocks
 from schemas.errors import ParameterError
 from schemas.sets import read_set
 from schemas.validate import check_threshold
@@ -54,6 +56,7 @@ class MatchOptions:
     top_k: int | None = None
     per: str = "text"
     device: str = "auto"
+    max_memory: int | None = None  # a pool whose vectors are larger is streamed (same pairs; not a param)
 
     def check(self) -> "MatchOptions":
         check_threshold(self.threshold)
@@ -102,7 +105,7 @@ def _accepted_extra(ti, ai, text_ids, audio_ids, tv, av, decisions: Decisions | 
         return empty
     t = np.array([t_index[p[0]] for p in pairs], np.int64)
     a = np.array([a_index[p[1]] for p in pairs], np.int64)
-    return t, a, np.einsum("ij,ij->i", tv[t], av[a]).astype(np.float32)
+    return t, a, np.einsum("ij,ij->i", tv[t], _rows_of(av, a)).astype(np.float32)
 
 
 def _cross(captions: pa.Table, cap_vecs: np.ndarray, labels, pool: pa.Table, pool_pos, pool_vecs,
@@ -110,11 +113,17 @@ def _cross(captions: pa.Table, cap_vecs: np.ndarray, labels, pool: pa.Table, poo
     """Captions x clips through the exact matcher, decisions applied, assembled into set rows."""
     # The matcher needs torch; `curator build ... --help` and model-free builds must not load it.
     from curator.match.exact import collect, match_blocks
+    from curator.match.stream import match_stream
 
     text_ids = captions.column("text_id").to_pylist()
     audio_ids = pool.column("audio_id").take(pa.array(pool_pos, pa.int64())).to_pylist()
-    ti, ai, score, _ = (np.asarray(x) for x in collect(match_blocks(
-        cap_vecs, pool_vecs, opts.threshold, top_k=opts.top_k, per=opts.per, device=opts.device)))
+    if isinstance(pool_vecs, VectorBlocks):
+        chunks = match_stream(cap_vecs, pool_vecs, opts.threshold, top_k=opts.top_k, per=opts.per,
+                              device=opts.device, max_memory=opts.max_memory)
+    else:
+        chunks = match_blocks(cap_vecs, pool_vecs, opts.threshold, top_k=opts.top_k, per=opts.per,
+                              device=opts.device)
+    ti, ai, score, _ = (np.asarray(x) for x in collect(chunks))
     ti, ai, score = ti.astype(np.int64), ai.astype(np.int64), score.astype(np.float32)
     ti, ai, score = _filter_pairs(ti, ai, score, text_ids, audio_ids, decisions, lin)
     et, ea, es = _accepted_extra(ti, ai, text_ids, audio_ids, cap_vecs, pool_vecs, decisions, keep_accepted, lin)
@@ -122,12 +131,21 @@ def _cross(captions: pa.Table, cap_vecs: np.ndarray, labels, pool: pa.Table, poo
     take = pa.array(ti, pa.int64())
     columns = {"text_id": captions.column("text_id").take(take), "text": captions.column("text").take(take),
                "score": score, "label": pa.array(labels, pa.string()).take(take) if labels is not None else None}
-    return assemble(pool, np.asarray(pool_pos)[ai], columns, pool_vecs[ai], cap_vecs[ti])
+    return assemble(pool, np.asarray(pool_pos)[ai], columns, _rows_of(pool_vecs, ai), cap_vecs[ti])
 
 
-def _pool(store: Store, lin: Lineage, model, pool_where: str, allow_contaminated: bool):
+def _rows_of(vecs, idx: np.ndarray) -> np.ndarray:
+    """Rows `idx` of an in-memory pool, or fetched from the store for a streamed one."""
+    return vecs.take(idx) if isinstance(vecs, VectorBlocks) else vecs[idx]
+
+
+def _pool(store: Store, lin: Lineage, model, pool_where: str, allow_contaminated: bool,
+          max_memory: int | None = None):
+    """The pool's clips and their vectors: in memory, or left in the store past `max_memory` bytes."""
     pool = select_clips(store, lin, pool_where, "--pool-where", allow_contaminated)
-    pos, vecs = vectors(store, lin, model, "audio", pool.column("audio_id").to_pylist(), "pool_clips")
+    pos, vecs = vector_source(store, lin, model, "audio", pool.column("audio_id").to_pylist(), "pool_clips")
+    if max_memory is None or vecs.nbytes <= max_memory:
+        vecs = vecs.read()
     if len(pos) == 0:
         raise ParameterError(f"--pool-where {pool_where!r}: none of the {pool.num_rows} clips has a vector from "
                              f"model {model.model_id!r}; run `curator embed` first")
@@ -158,7 +176,7 @@ def build_du(store: Store, model_name: str, opts: MatchOptions, pool_where: str,
     captions = select_texts(store, lin, CAPTIONS, pairs_where, "--pairs-where")
     pos, cap_vecs = vectors(store, lin, model, "text", captions.column("text_id").to_pylist(), "captions")
     captions = captions.take(pa.array(pos, pa.int64()))
-    pool, pool_pos, pool_vecs = _pool(store, lin, model, pool_where, allow_contaminated)
+    pool, pool_pos, pool_vecs = _pool(store, lin, model, pool_where, allow_contaminated, opts.max_memory)
     lin.stats["captions"] = captions.num_rows
     rows = _cross(captions, cap_vecs, None, pool, pool_pos, pool_vecs, opts, decisions, keep_accepted, lin)
     params = {**opts.params(), "pairs_where": pairs_where, "pool_where": pool_where,
@@ -265,7 +283,7 @@ def build_ads(store: Store, model_name: str, opts: MatchOptions, pool_where: str
     captions, cap_vecs, labels = _unique_captions(ds_table)
     if captions.num_rows == 0:
         raise ParameterError(f"the DS input ({source}) has no captions to match")
-    pool, pool_pos, pool_vecs = _pool(store, lin, model, pool_where, allow_contaminated)
+    pool, pool_pos, pool_vecs = _pool(store, lin, model, pool_where, allow_contaminated, opts.max_memory)
     lin.stats["captions"] = captions.num_rows
     rows = _cross(captions, cap_vecs, labels, pool, pool_pos, pool_vecs, opts, decisions, keep_accepted, lin)
     params = {**opts.params(), "pool_where": pool_where, "allow_contaminated": allow_contaminated,

@@ -6,7 +6,7 @@ bf16 on a GPU) is only a prefilter: a pair whose block score is more than `margi
 bound it is compared with is decided by the block score (its error is provably below the margin);
 only pairs inside the band are re-scored canonically. So fp32, bf16 and DuckDB's double-precision
 reference keep exactly the same pairs. Every kept pair is then stored with its canonical score
-(`exact._threshold_block`), never the block score.
+(`exact.threshold_block`), never the block score.
 
 On CPU the fp32 product runs through torch (MKL) or numpy (OpenBLAS), whichever is faster here
 (timed once per process), into the same zero-copy buffer; on a GPU through torch. The two round
@@ -227,6 +227,18 @@ def lexrank(rows: np.ndarray, cols: np.ndarray, score: np.ndarray) -> tuple[np.n
     counts = np.diff(np.r_[starts, len(r)])
     rank = np.arange(len(r)) - np.repeat(starts, counts)
     return order, rank
+
+
+def with_cols(eng: Engine, cols: np.ndarray) -> Engine:
+    """The same engine (rows, device, precision, buffers) over another column block: streamed pools
+    move and cast the caption side once, not once per block."""
+    other = object.__new__(Engine)
+    other.__dict__.update(eng.__dict__)
+    other.cols = torch.from_numpy(as_f32(cols)).to(eng.device)
+    other._cols_mm = other.cols.to(torch.bfloat16) if eng.low else other.cols
+    if eng._np_blas:
+        other._cols_np = other.cols.numpy()
+    return other
 
 
 def swapped(eng: Engine) -> Engine:

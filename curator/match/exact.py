@@ -41,7 +41,7 @@ class ColumnRule:
         return (score > ks + TIE_EPS) | ((np.abs(score - ks) <= TIE_EPS) & (rows <= kr))
 
 
-def _threshold_block(eng: Engine, r0: int, r1: int, t: float, rule: ColumnRule | None):
+def threshold_block(eng: Engine, r0: int, r1: int, t: float, rule: ColumnRule | None):
     """All pairs >= t of rows r0:r1 (and admitted by `rule`): global rows, cols and their canonical
     scores (as float32). The block score only decides; what is kept is the canonical score, so a
     stored score (and a set's content hash) does not depend on the BLAS, the block or the device."""
@@ -77,7 +77,7 @@ def _cat(parts, dtype):
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
 
-def _settle_ties(eng: Engine, r: np.ndarray, c: np.ndarray, s: np.ndarray):
+def settle_ties(eng: Engine, r: np.ndarray, c: np.ndarray, s: np.ndarray):
     """Sort by (row, score desc, col), re-scoring canonically the pairs whose block scores nearly
     tie within a caption, so ranks follow the canonical order (duplicate clips rank by position,
     as in the reference). Returns sorted (r, c, s, 0-based rank)."""
@@ -97,7 +97,7 @@ def _settle_ties(eng: Engine, r: np.ndarray, c: np.ndarray, s: np.ndarray):
     return r, c, s, rank
 
 
-def _topk_select(r, c, s, k):
+def topk_select(r, c, s, k):
     """Keep each row's k best (score desc, col asc); return them sorted with their 0-based ranks."""
     order, rank = lexrank(r, c, s)
     keep = rank < k
@@ -105,7 +105,7 @@ def _topk_select(r, c, s, k):
     return r[sel], c[sel], s[sel], rank[keep]
 
 
-def _topk_block(eng: Engine, r0: int, r1: int, t: float, k: int):
+def topk_block(eng: Engine, r0: int, r1: int, t: float, k: int):
     """Each row's top-k pairs >= t among all columns, with canonical float64 scores.
 
     Candidates are held with their block scores and pruned on those (keeping everything within
@@ -133,7 +133,7 @@ def _topk_block(eng: Engine, r0: int, r1: int, t: float, k: int):
     r, c, s = acc[0]
     can = eng.canonical(r + r0, c)
     ok = can >= t
-    r, c, s, _ = _topk_select(r[ok], c[ok], can[ok], k)
+    r, c, s, _ = topk_select(r[ok], c[ok], can[ok], k)
     return r + r0, c, s
 
 
@@ -157,7 +157,7 @@ def column_rule(eng: Engine, t: float, k: int, block_rows: int | None = None, pr
     step = block_rows or sw.block[0]
     for r0 in range(0, sw.n_rows, step):
         r1 = min(r0 + step, sw.n_rows)
-        r, c, s = _topk_block(sw, r0, r1, t, k)
+        r, c, s = topk_block(sw, r0, r1, t, k)
         if len(r):
             _, rank = lexrank(r, c, s)  # already sorted by (row, score desc, col)
             last = rank == k - 1
@@ -180,12 +180,12 @@ def match_blocks(text_vecs: np.ndarray, audio_vecs: np.ndarray, threshold: float
         return
     with blas_threads():
         eng = Engine(text_vecs, audio_vecs, device=device, precision=precision, block=block)
-        prev_flag = _bf16_reductions_off(eng)
+        prev_flag = bf16_reductions_off(eng)
         try:
             rule = column_rule(eng, t, top_k) if top_k and per in ("audio", "both") else None
             yield from _caption_blocks(eng, t, top_k if per in ("text", "both") else None, rule, max_pairs, progress)
         finally:
-            _restore_bf16(prev_flag)
+            restore_bf16(prev_flag)
 
 
 def _caption_blocks(eng, t, k, rule, max_pairs, progress):
@@ -193,14 +193,9 @@ def _caption_blocks(eng, t, k, rule, max_pairs, progress):
     while r0 < eng.n_rows:
         r1 = min(r0 + step, eng.n_rows)
         if k is None:
-            r, c, s, rank = _settle_ties(eng, *_threshold_block(eng, r0, r1, t, rule))
+            r, c, s, rank = settle_ties(eng, *threshold_block(eng, r0, r1, t, rule))
         else:
-            r, c, s = _topk_block(eng, r0, r1, t, k)
-            if rule is not None:
-                ok = rule.admits(s, r, c)
-                r, c, s = r[ok], c[ok], s[ok]
-            order, rank = lexrank(r, c, s)
-            r, c, s = r[order], c[order], s[order]
+            r, c, s, rank = ranked_topk(*topk_block(eng, r0, r1, t, k), rule)
         yield r, c, s.astype(np.float32), (rank + 1).astype(np.int32)
         if k is None and len(r) > max_pairs:  # dense output: smaller caption blocks keep memory flat
             step = max(16, int(step * max_pairs / len(r)))
@@ -209,7 +204,17 @@ def _caption_blocks(eng, t, k, rule, max_pairs, progress):
             progress(r1, eng.n_rows)
 
 
-def _bf16_reductions_off(eng: Engine):
+def ranked_topk(r: np.ndarray, c: np.ndarray, s: np.ndarray, rule: ColumnRule | None):
+    """The top-k pairs of complete captions, minus those `rule` (per-clip top-k) refuses, sorted by
+    (caption, score desc, clip) with their 0-based ranks."""
+    if rule is not None:
+        ok = rule.admits(s, r, c)
+        r, c, s = r[ok], c[ok], s[ok]
+    order, rank = lexrank(r, c, s)
+    return r[order], c[order], s[order], rank
+
+
+def bf16_reductions_off(eng: Engine):
     # cuBLAS may otherwise reduce bf16 products in bf16, which would void the rescore margin.
     if eng.low and eng.device.type == "cuda":
         prev = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
@@ -218,7 +223,7 @@ def _bf16_reductions_off(eng: Engine):
     return None
 
 
-def _restore_bf16(prev) -> None:
+def restore_bf16(prev) -> None:
     if prev is not None:
         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = prev
 

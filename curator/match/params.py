@@ -6,6 +6,8 @@ read (`curator.store.vectors.check_same_model`)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from schemas.errors import MixedModelsError, ParameterError
@@ -31,3 +33,36 @@ def check_arrays(text_vecs: np.ndarray, audio_vecs: np.ndarray) -> None:
         raise MixedModelsError(
             f"refusing to mix vectors: texts are {text_vecs.shape[1]}-d, audio {audio_vecs.shape[1]}-d"
         )
+
+
+RAM_FRACTION = 0.5  # default --max-memory: this share of the machine's RAM for the pool's vectors
+_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30,
+          "T": 1 << 40, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def default_max_memory() -> int:
+    """RAM_FRACTION of the machine's physical memory, in bytes."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return int(total * RAM_FRACTION)
+
+
+def parse_memory(text: str | int | None) -> int:
+    """`2GB`, `512MB`, `1.5GiB`, `800K` or a byte count -> bytes; None or `auto` -> the default."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "auto")):
+        return default_max_memory()
+    if isinstance(text, int):
+        value = text
+    else:
+        s = text.strip().upper().replace(" ", "")
+        num = s.rstrip("KMGTIB")
+        unit = s[len(num):]
+        try:
+            value = int(float(num) * _UNITS[unit])
+        except (ValueError, KeyError):
+            raise ParameterError(f"--max-memory {text!r}: expected a size such as 2GB, 512MB or 1.5GiB") from None
+    if value <= 0:
+        raise ParameterError(f"--max-memory {text!r}: must be positive")
+    return value

@@ -22,10 +22,11 @@ from curator.match.ann import match_ann
 from curator.match.exact import match_blocks
 from curator.match.params import check_params
 from curator.match.reference import match_sql
+from curator.match.stream import match_stream
 from curator.models.registry import get_model
 from curator.store.sql import ids_where
 from curator.store.store import Store, now
-from curator.store.vectors import check_same_model, read_vectors
+from curator.store.vectors import Vectors, check_same_model, open_vectors, read_vectors
 from schemas.errors import ModelError, ParameterError
 from schemas.faults import crash_point
 from schemas.tables import CANDIDATES, RUNS
@@ -118,11 +119,13 @@ def _inputs(store: Store, tv, av, filtered: list[str]) -> list[str]:
     return refs
 
 
-def _load(store: Store, model_id: str, texts_where: str | None, audio_where: str | None):
+def _load(store: Store, model_id: str, texts_where: str | None, audio_where: str | None, max_memory: int | None):
     text_ids = ids_where(store, "texts", "text_id", texts_where, "--texts-where") if texts_where else None
     audio_ids = ids_where(store, "audio", "audio_id", audio_where, "--audio-where") if audio_where else None
     tv = read_vectors(store, model_id, "text", text_ids)
-    av = read_vectors(store, model_id, "audio", audio_ids)
+    av = open_vectors(store, model_id, "audio", audio_ids)
+    if max_memory is None or av.nbytes <= max_memory:  # the pool fits: read it once
+        av = Vectors(model_id, "audio", av.table, av.version, av.ids, av.read(), av.missing, av.meta)
     return tv, av
 
 
@@ -133,12 +136,16 @@ def _refuse_empty(tv, av, texts_where, audio_where) -> None:
             raise ParameterError(f"no {what} to match: {why}")
 
 
-def load_pool(store: Store, model: str, texts_where: str | None = None, audio_where: str | None = None):
-    """(text Vectors, audio Vectors, ModelRecord) of a model, filtered, checked, non-empty."""
+def load_pool(store: Store, model: str, texts_where: str | None = None, audio_where: str | None = None,
+              max_memory: int | None = None):
+    """(text Vectors, audio Vectors, ModelRecord) of a model, filtered, checked, non-empty.
+
+    With `max_memory` (bytes), a pool whose vectors are larger comes back as `VectorBlocks`, left
+    in the store to be streamed block by block."""
     info = get_model(store, model)
     if info.modalities and not {"audio", "text"} <= set(info.modalities):
         raise ModelError(f"model {info.model_id!r} embeds only {', '.join(info.modalities)}; matching needs audio and text")
-    tv, av = _load(store, info.model_id, texts_where, audio_where)
+    tv, av = _load(store, info.model_id, texts_where, audio_where, max_memory)
     check_same_model(tv, av, info)
     _refuse_empty(tv, av, texts_where, audio_where)
     return tv, av, info
@@ -147,14 +154,18 @@ def load_pool(store: Store, model: str, texts_where: str | None = None, audio_wh
 def run_match(store: Store, model: str, threshold: float, top_k: int | None = None, per: str = "text",
               method: str = "exact", texts_where: str | None = None, audio_where: str | None = None,
               run_name: str | None = None, replace: bool = False, device: str = "auto", block=None,
-              precision: str = "auto", ann: dict | None = None, progress=None) -> RunSummary:
-    """Match every (filtered) caption of `model` against every (filtered) clip; write the run."""
+              precision: str = "auto", ann: dict | None = None, progress=None,
+              max_memory: int | None = None) -> RunSummary:
+    """Match every (filtered) caption of `model` against every (filtered) clip; write the run.
+
+    `max_memory` (bytes; None = no limit): an exact run over a pool whose vectors are larger
+    streams clip blocks from the store (`curator.match.stream`); the pairs are the same."""
     t0 = time.perf_counter()
     t = check_params(threshold, top_k, per)
     if method not in METHODS:
         raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     run_id = _check_run_name(run_name)
-    tv, av, info = load_pool(store, model, texts_where, audio_where)
+    tv, av, info = load_pool(store, model, texts_where, audio_where, max_memory if method == "exact" else None)
     params = {"texts_where": texts_where, "audio_where": audio_where,
               "missing_vectors": {"text": tv.missing, "audio": av.missing}}
     if method == "exact":
@@ -166,8 +177,12 @@ def run_match(store: Store, model: str, threshold: float, top_k: int | None = No
         return done
     recall = None
     if method == "exact":
-        blocks = match_blocks(tv.vecs, av.vecs, t, top_k, per, device=device, block=block,
-                              precision=precision, progress=progress)
+        if isinstance(av, Vectors):
+            blocks = match_blocks(tv.vecs, av.vecs, t, top_k, per, device=device, block=block,
+                                  precision=precision, progress=progress)
+        else:
+            blocks = match_stream(tv.vecs, av, t, top_k, per, device=device, block=block, precision=precision,
+                                  max_memory=max_memory, progress=progress)
     elif method == "sql":
         blocks = match_sql(tv.vecs, av.vecs, t, top_k, per)
     else:

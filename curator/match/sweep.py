@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from curator.match.engine import Engine, blas_threads
+from curator.match.engine import Engine, blas_threads, with_cols
 from curator.match.params import check_arrays
 from schemas.errors import ParameterError
 from schemas.validate import check_threshold
@@ -57,14 +57,19 @@ def _score_pass(eng: Engine, ts: np.ndarray, best: np.ndarray, counts: np.ndarra
             progress(r1, eng.n_rows)
 
 
-def sweep(text_vecs: np.ndarray, audio_vecs: np.ndarray, thresholds, bins: int = 50, device: str = "auto",
-          block=None, progress=None) -> dict:
+def sweep(text_vecs: np.ndarray, audio_vecs, thresholds, bins: int = 50, device: str = "auto",
+          block=None, progress=None, max_memory: int | None = None) -> dict:
     """Pair counts per threshold, captions with >= 1 match, and each caption's best score.
+
+    `audio_vecs` is an (n, d) array, or `VectorBlocks` left in the store and scored one block of
+    at most `max_memory` bytes at a time (the counts are the same: each block adds its own).
 
     Returns {"table": pa.Table(threshold, pairs, captions_matched, pair_fraction, caption_fraction),
     "best": float32 (n_text,), "hist_counts", "hist_edges"}.
     """
-    check_arrays(text_vecs, audio_vecs)
+    streamed = not isinstance(audio_vecs, np.ndarray)
+    if not streamed:
+        check_arrays(text_vecs, audio_vecs)
     ts = np.array(sorted(check_threshold(t) for t in thresholds), dtype=np.float64)
     if len(ts) == 0:
         raise ParameterError("sweep needs at least one threshold")
@@ -73,8 +78,29 @@ def sweep(text_vecs: np.ndarray, audio_vecs: np.ndarray, thresholds, bins: int =
     counts = np.zeros(len(ts) + 1, dtype=np.int64)  # counts[i]: scores in [ts[i-1], ts[i])
     if n_t and n_a:
         with blas_threads():
-            _score_pass(Engine(text_vecs, audio_vecs, device=device, precision="fp32", block=block),
-                        ts, best, counts, progress)
+            if not streamed:
+                _score_pass(Engine(text_vecs, audio_vecs, device=device, precision="fp32", block=block),
+                            ts, best, counts, progress)
+            else:
+                _stream_pass(text_vecs, audio_vecs, ts, best, counts, device, block, max_memory, progress)
+    return _result(ts, best, counts, n_t, n_a, bins)
+
+
+def _stream_pass(text_vecs, pool, ts, best, counts, device, block, max_memory, progress) -> None:
+    from curator.match.params import default_max_memory
+    from curator.match.stream import block_rows
+
+    base = Engine(text_vecs, np.empty((0, pool.dim), np.float32), device=device, precision="fp32", block=block)
+    rows = block_rows(max_memory or default_max_memory(), pool.dim, base.block[1])
+    part = np.empty_like(best)
+    for start, vecs in pool.blocks(rows):
+        _score_pass(with_cols(base, vecs), ts, part, counts, None)
+        np.maximum(best, part, out=best)
+        if progress:
+            progress(int(len(text_vecs) * min(start + len(vecs), len(pool)) / len(pool)), len(text_vecs))
+
+
+def _result(ts: np.ndarray, best: np.ndarray, counts: np.ndarray, n_t: int, n_a: int, bins: int) -> dict:
     at_least = np.cumsum(counts[::-1])[::-1][1:]  # pairs with score >= ts[i]
     matched = np.array([(best >= t).sum() for t in ts.astype(np.float32)], dtype=np.int64)
     total = max(n_t * n_a, 1)

@@ -4,11 +4,17 @@ LanceDB -> Python lists -> numpy ran at ~0.6 GB/s; here a fixed-size-list column
 Arrow batches and each batch's flat float32 child buffer is copied once into a preallocated
 (n, dim) array, so the read runs at memory-copy speed. Id filters are Arrow hash joins
 (`pc.index_in`), then `take` of just those rows: no Python loop over millions of ids.
+
+Tables holding vectors are written in Lance's legacy (0.1) file format (see `Store`): its
+fixed-size-list pages decode at memory-copy speed, ~5-15x faster than the 2.x formats here.
+`open_vectors` leaves the vectors in the store and reads them block by block (`VectorBlocks.blocks`),
+for pools larger than memory; `read_vectors` reads them all at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +25,10 @@ from schemas.ids import model_slug
 from schemas.tables import embedding_table_name
 
 ID_COLUMN = {"audio": "audio_id", "text": "text_id"}
-BATCH_ROWS = 131_072  # 512-d: 256 MB per batch; large enough that per-batch overhead vanishes
+BATCH_BYTES = 64 << 20  # largest Arrow batch read at once (16 k rows of 1024-d): fastest here, and small
+# Lance decodes batches ahead of the reader; while a streamed block is being scored that read-ahead
+# would fill up (16 batches by default, 4 GB of 256 MB batches in a 2 GB --max-memory run), so keep it short.
+READAHEAD = {"batch_readahead": 2, "fragment_readahead": 1}
 
 
 @dataclass
@@ -95,68 +104,160 @@ def _copy_vectors(column, out: np.ndarray, start: int, dim: int) -> int:
 
 
 def _first_occurrences(ids: pa.Array) -> np.ndarray | None:
-    """Row positions keeping the first row of each id, or None when ids are already unique."""
-    if pc.count_distinct(ids).as_py() == len(ids):
+    """Row positions keeping the first row of each id, or None when ids are already unique.
+
+    Uniqueness is checked on the sorted ids (neighbours equal?): `count_distinct`'s hash table cost
+    ~370 MB of RSS for 2 M ids, the sort ~50 MB."""
+    if len(ids) < 2:
+        return None
+    ordered = ids.take(pc.array_sort_indices(ids))
+    if not pc.any(pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))).as_py():
         return None
     t = pa.table({"id": ids, "i": pa.array(np.arange(len(ids), dtype=np.int64))})
     first = t.group_by("id").aggregate([("i", "min")]).column("i_min").to_numpy()
     return np.sort(first)
 
 
-def _read_all(ds, id_col: str, dim: int, n: int) -> tuple[pa.Array, np.ndarray]:
-    out = np.empty((n, dim), dtype=np.float32)
-    id_chunks = []
-    row = 0
-    for batch in ds.to_batches(columns=[id_col, "vector"], batch_size=BATCH_ROWS):
-        if row + batch.num_rows > n:  # a concurrent append: grow rather than overrun
-            out = np.concatenate([out, np.empty((batch.num_rows, dim), np.float32)])
-        row += _copy_vectors(batch.column(1), out, row, dim)
-        id_chunks.append(batch.column(0))
-    ids = pa.chunked_array(id_chunks, type=pa.string()).combine_chunks() if id_chunks else pa.array([], pa.string())
-    return ids, out[:row]
+def _batch_rows(n: int, dim: int) -> int:
+    """Rows per Arrow batch: at most BATCH_BYTES and at most ~1/8 of the read (so the transient batch
+    stays a small fraction of what is read)."""
+    cap = max(1024, BATCH_BYTES // max(4 * dim, 1))
+    return int(max(1024, min(cap, max(n // 8, 1024))))
 
 
-def _take(ds, positions: np.ndarray, dim: int) -> np.ndarray:
-    out = np.empty((len(positions), dim), dtype=np.float32)
-    row = 0
-    for i in range(0, len(positions), BATCH_ROWS):
-        part = ds.take(pa.array(positions[i:i + BATCH_ROWS]), columns=["vector"])
-        row += _copy_vectors(part.column("vector"), out, row, dim)
-    return out
-
-
-def read_vectors(store, model_id: str, modality: str, ids=None) -> Vectors:
-    """All vectors of `model_id`'s `modality` table (or of the given ids, in table order).
-
-    Requested ids with no vector are skipped and counted in `.missing`; duplicate rows of one id
-    (an interrupted embed) keep the first.
-    """
-    name, ds = _dataset(store, model_id, modality)
-    id_col = ID_COLUMN[modality]
-    dim = _vector_dim(ds.schema, name)
-    meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
-    version = int(ds.version)
-    missing = 0
+def _select(ds, id_col: str, ids) -> tuple[np.ndarray | None, pa.Array, int]:
+    """(table positions to read, or None for every row in table order; their ids; requested ids missing)."""
+    table_ids = ds.to_table(columns=[id_col]).column(0).combine_chunks()
     if ids is None:
-        all_ids, vecs = _read_all(ds, id_col, dim, ds.count_rows())
-        keep = _first_occurrences(all_ids)
-        if keep is not None:
-            all_ids, vecs = all_ids.take(pa.array(keep)), vecs[keep]
-        return Vectors(model_id, modality, name, version, all_ids, vecs, 0, meta)
+        keep = _first_occurrences(table_ids)
+        if keep is None:
+            return None, table_ids, 0
+        return keep.astype(np.int64), table_ids.take(pa.array(keep)), 0
     wanted = pa.array(list(ids) if not isinstance(ids, (pa.Array, pa.ChunkedArray)) else ids, pa.string())
     if isinstance(wanted, pa.ChunkedArray):
         wanted = wanted.combine_chunks()
     wanted = pc.unique(wanted)
-    table_ids = ds.to_table(columns=[id_col]).column(0).combine_chunks()
     hit = pc.is_in(table_ids, value_set=wanted)
     positions = np.flatnonzero(hit.to_numpy(zero_copy_only=False)).astype(np.int64)
     sel_ids = table_ids.take(pa.array(positions))
     keep = _first_occurrences(sel_ids)
     if keep is not None:
         positions, sel_ids = positions[keep], sel_ids.take(pa.array(keep))
-    missing = len(wanted) - len(positions)
-    vecs = _take(ds, positions, dim) if len(positions) else np.empty((0, dim), np.float32)
-    return Vectors(model_id, modality, name, version, sel_ids, vecs, missing, meta)
+    return positions, sel_ids, len(wanted) - len(positions)
+
+
+@dataclass
+class VectorBlocks:
+    """Vectors of one modality of one model, left in the store and read block by block.
+
+    Row i belongs to `ids[i]`; its vector is table row `positions[i]` (or row i when `positions`
+    is None: every row, in table order). The dataset is pinned to the version the ids were read
+    from, so a concurrent append cannot shift rows. `blocks(n)` reuses one (n, dim) buffer, so
+    holding a pool costs its ids and one block, not its vectors.
+    """
+
+    model_id: str
+    modality: str
+    table: str
+    version: int
+    ids: pa.Array
+    dim: int
+    dataset: object = field(repr=False)
+    positions: np.ndarray | None = None
+    missing: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.table}@{self.version}"
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.dim * 4
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def reorder(self, order: np.ndarray) -> "VectorBlocks":
+        """The rows `order` (indices into this selection), in that order."""
+        order = np.asarray(order, np.int64)
+        if self.positions is None and np.array_equal(order, np.arange(len(self))):
+            return self  # already in this order: keep the sequential scan
+        pos = order if self.positions is None else self.positions[order]
+        return replace(self, ids=self.ids.take(pa.array(order)), positions=pos)
+
+    def take(self, idx) -> np.ndarray:
+        """Vectors of rows `idx` (indices into this selection), read from the store in that order."""
+        idx = np.asarray(idx, np.int64)
+        pos = idx if self.positions is None else self.positions[idx]
+        out = np.empty((len(pos), self.dim), np.float32)
+        self._take_into(pos, out)
+        return out
+
+    def _take_into(self, pos: np.ndarray, out: np.ndarray) -> None:
+        step = _batch_rows(len(pos), self.dim)
+        row = 0
+        for i in range(0, len(pos), step):
+            part = self.dataset.take(pa.array(pos[i:i + step]), columns=["vector"])
+            row += _copy_vectors(part.column("vector"), out, row, self.dim)
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, vectors of rows first .. first + rows) in order; the array is reused."""
+        rows = max(1, int(rows))
+        buf = np.empty((min(rows, len(self)), self.dim), np.float32)
+        if self.positions is not None:
+            for start in range(0, len(self), rows):
+                n = min(rows, len(self) - start)
+                self._take_into(self.positions[start:start + n], buf[:n])
+                yield start, buf[:n]
+            return
+        start = fill = 0
+        for batch in self.dataset.to_batches(columns=["vector"], batch_size=_batch_rows(rows, self.dim), **READAHEAD):
+            col = batch.column(0)
+            while len(col):
+                n = min(len(col), len(buf) - fill)
+                _copy_vectors(col.slice(0, n), buf, fill, self.dim)
+                col, fill = col.slice(n), fill + n
+                if fill == len(buf):
+                    yield start, buf
+                    start, fill = start + fill, 0
+        if fill:
+            yield start, buf[:fill]
+
+    def read(self) -> np.ndarray:
+        """Every vector of the selection in one (n, dim) array (one copy from the Arrow batches)."""
+        out = np.empty((len(self), self.dim), np.float32)
+        if self.positions is not None:
+            self._take_into(self.positions, out)
+            return out
+        row = 0
+        for batch in self.dataset.to_batches(columns=["vector"], batch_size=_batch_rows(len(self), self.dim),
+                                             **READAHEAD):
+            row += _copy_vectors(batch.column(0), out, row, self.dim)
+        return out[:row]
+
+
+def open_vectors(store, model_id: str, modality: str, ids=None) -> VectorBlocks:
+    """The vectors of `model_id`'s `modality` table (or of the given ids, in table order), unread.
+
+    Requested ids with no vector are skipped and counted in `.missing`; duplicate rows of one id
+    (an interrupted embed) keep the first.
+    """
+    name, ds = _dataset(store, model_id, modality)
+    dim = _vector_dim(ds.schema, name)
+    meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
+    positions, sel_ids, missing = _select(ds, ID_COLUMN[modality], ids)
+    return VectorBlocks(model_id, modality, name, int(ds.version), sel_ids, dim, ds, positions, missing, meta)
+
+
+def read_vectors(store, model_id: str, modality: str, ids=None) -> Vectors:
+    """All vectors of `model_id`'s `modality` table (or of the given ids, in table order), in memory.
+
+    Requested ids with no vector are skipped and counted in `.missing`; duplicate rows of one id
+    (an interrupted embed) keep the first.
+    """
+    src = open_vectors(store, model_id, modality, ids)
+    return Vectors(model_id, modality, src.table, src.version, src.ids, src.read(), src.missing, src.meta)
 
 
 def check_model(v: Vectors, model=None) -> None:

@@ -1,0 +1,621 @@
+#!/usr/bin/env python
+"""Scale rehearsal: a store of 2,000,000 clips x 1024-d, then every stage through the CLI as a user runs it.
+
+Each stage runs as its own `curator` process; the table records its wall time, CPU seconds, peak RSS
+(from `wait4`, so the process's own) and the size of its inputs. The hot-path ratios of the issue are
+measured side by side in the same run, each route in its own process:
+
+- vector reads out of the store vs `np.load` of the same bytes (and the reader's peak RSS);
+- our exact matching (threshold and top-k) vs the machine's fp32 matmul rate;
+- our exact threshold vs faiss `IndexFlatIP.range_search` on the same sub-pool;
+- `curator query` over 1 M rows vs DuckDB on the same rows as Parquet;
+- writing candidates to the store vs a plain Parquet write of the same pairs.
+
+    python scripts/bench_scale.py                       # 2 M clips: ~40 GB of disk, ~1-2 h on 2 cores
+    python scripts/bench_scale.py --clips 2000 --captions 200 --dim 64 --out /tmp/scale.md   # seconds
+
+Setup writes the `audio` / `texts` rows through the library (no CLI makes rows for clips without files)
+and the vectors as parquet shards; the model is registered with `curator models add --kind external`
+and the vectors come in with `curator import-embeddings` over the folder of shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+MODEL = "scale"
+IN_PROCESS = False  # --in-process: stages and probes in this process (fast; for the test suite)
+CLASSES = 50
+CLI = "import sys; from curator.cli import main; main(sys.argv[1:])"
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def run_process(cmd: list[str], cwd: Path) -> dict:
+    """Run one process; its wall, CPU seconds and peak RSS from wait4 (its own, not the bench's)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=_env())
+    out = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime,
+            "rss_gb": ru.ru_maxrss * 1024 / 1e9, "rc": proc.returncode, "output": out}
+
+
+def run_inline(fn) -> dict:
+    """`--in-process` (the test suite's mode): run in this process; RSS is then this process's peak."""
+    import contextlib
+    import io
+
+    buf, rc = io.StringIO(), 0
+    t0, c0 = time.perf_counter(), _cpu()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        try:
+            result = fn()
+            if result is not None:
+                print("RESULT " + json.dumps(result))
+        except SystemExit as exc:
+            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return {"wall_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0, "rss_gb": _rss_gb(), "rc": rc,
+            "output": buf.getvalue()}
+
+
+def curator(store: Path, *args) -> dict:
+    argv = ["--store", str(store), *map(str, args)]
+    if IN_PROCESS:
+        from curator.cli import main as cli_main
+
+        res = run_inline(lambda: cli_main(argv))
+    else:
+        res = run_process([sys.executable, "-c", CLI, *argv], ROOT)
+    if res["rc"] != 0:
+        raise SystemExit(f"`curator {' '.join(map(str, args))}` failed ({res['rc']}):\n{res['output'][-3000:]}")
+    return res
+
+
+def probe(a, name: str) -> dict:
+    cmd = [sys.executable, __file__, "--probe", name, "--work", str(a.work), "--clips", str(a.clips),
+           "--captions", str(a.captions), "--dim", str(a.dim), "--match-captions", str(a.match_captions),
+           "--sub-clips", str(a.sub_clips), "--query-rows", str(a.query_rows)]
+    res = run_inline(lambda: PROBES[name](a)) if IN_PROCESS else run_process(cmd, ROOT)
+    lines = [ln for ln in res["output"].splitlines() if ln.startswith("RESULT ")]
+    if res["rc"] or not lines:
+        raise SystemExit(f"probe {name} failed:\n{res['output'][-3000:]}")
+    return {**json.loads(lines[-1][7:]), **{k: res[k] for k in ("wall_s", "cpu_s", "rss_gb")}}
+
+
+# -- setup: vectors and rows ----------------------------------------------------------------------
+
+def _layout(a) -> dict:
+    n_eval = max(10, min(a.match_captions // 2, a.clips // 20))  # guard's work: half a match
+    return {"paired": a.captions, "eval": n_eval, "wild0": a.captions + n_eval}
+
+
+def _centers(dim: int) -> np.ndarray:
+    from curator.demo.vectors import unit
+
+    return unit(np.random.default_rng(12345).standard_normal((CLASSES, dim)))
+
+
+def _clips(a, start: int, n: int, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of clips start..start+n: clip i belongs to class i % CLASSES; deterministic per clip."""
+    from curator.demo.vectors import unit
+
+    cls = (np.arange(start, start + n) % CLASSES)
+    rng = np.random.default_rng(start)
+    noise = rng.standard_normal((n, a.dim), dtype=np.float32) / np.sqrt(a.dim)
+    return unit(centers[cls] + noise), cls
+
+
+def setup(a) -> dict:
+    """Parquet shards of the vectors, `.npy` copies for the read ratio, and the store's rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curator.demo.vectors import unit
+    from curator.store.store import Store
+    from curator.store.vectors import vector_array
+    from schemas.tables import AUDIO, TEXTS
+
+    work, lay, centers = Path(a.work), _layout(a), _centers(a.dim)
+    shards = work / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    npy = np.lib.format.open_memmap(work / "audio.npy", mode="w+", dtype=np.float32, shape=(a.clips, a.dim))
+    ids = np.array([f"wild:{i:08d}" for i in range(a.clips)], dtype=object)
+    for i, s in enumerate(range(0, a.clips, a.shard_rows)):
+        n = min(a.shard_rows, a.clips - s)
+        vecs, _ = _clips(a, s, n, centers)
+        for e in range(min(10, lay["eval"])):  # ten wild clips re-upload eval clips: guard finds them
+            if s <= lay["paired"] + e and lay["wild0"] + e < s + n:
+                vecs[lay["wild0"] + e - s] = vecs[lay["paired"] + e - s]
+        npy[s:s + n] = vecs
+        pq.write_table(pa.table({"id": pa.array(ids[s:s + n], pa.string()), "vector": vector_array(vecs)}),
+                       shards / f"audio_{i:04d}.parquet", compression="none")
+    npy.flush()
+    del npy
+    # Captions of paired clips sit near their clip's class; prompts are the class centres.
+    rng = np.random.default_rng(7)
+    cls = np.arange(a.captions) % CLASSES
+    tvecs = unit(centers[cls] + rng.standard_normal((a.captions, a.dim), dtype=np.float32) * (1.2 / np.sqrt(a.dim)))
+    pvecs = unit(centers + rng.standard_normal((CLASSES, a.dim), dtype=np.float32) * (0.3 / np.sqrt(a.dim)))
+    text_ids = [f"c:{i:07d}" for i in range(a.captions)] + [f"p:{j:03d}" for j in range(CLASSES)]
+    np.save(work / "text.npy", tvecs[: a.match_captions])
+    pq.write_table(pa.table({"id": pa.array(text_ids, pa.string()), "vector": vector_array(np.vstack([tvecs, pvecs]))}),
+                   work / "texts.parquet", compression="none")
+
+    store = Store.open(str(work / "store"))
+    idx = np.arange(a.clips)
+    source = np.where(idx < lay["paired"], "clotho", np.where(idx < lay["wild0"], "esc50", "wild"))
+    split = np.where(idx < lay["paired"], "train", np.where(idx < lay["wild0"], "eval", "wild"))
+    labels = [[f"class{i % CLASSES}"] if lay["paired"] <= i < lay["wild0"] else None for i in range(a.clips)]
+    for s in range(0, a.clips, 500_000):  # appends of 500 k rows keep the setup's memory flat
+        e = min(a.clips, s + 500_000)
+        store.append("audio", pa.table({
+            "audio_id": pa.array(ids[s:e], pa.string()),
+            "uri": pa.array([f"/synthetic/wild/{i:08d}.wav" for i in range(s, e)]),
+            "source": pa.array(source[s:e]), "split": pa.array(split[s:e]),
+            "duration_s": pa.array(np.full(e - s, 10.0)), "sample_rate": pa.array(np.full(e - s, 48000, np.int32)),
+            "labels": pa.array(labels[s:e], pa.list_(pa.string())),
+            "sha1": pa.array([f"{i:040x}" for i in range(s, e)]),
+        }), schema=AUDIO)
+    kinds = ["caption"] * a.captions + ["prompt"] * CLASSES
+    store.append("texts", pa.table({
+        "text_id": text_ids,
+        "text": [f"caption {i} of class {i % CLASSES}" for i in range(a.captions)]
+        + [f"this is a sound of class{j}" for j in range(CLASSES)],
+        "kind": kinds,
+        "source": ["clotho" if i < a.match_captions else "audiocaps" for i in range(a.captions)] + ["esc"] * CLASSES,
+        "audio_id": [ids[i] for i in range(a.captions)] + [None] * CLASSES,
+        "label_set": [None] * a.captions + ["esc"] * CLASSES,
+        "label": [None] * a.captions + [f"class{j}" for j in range(CLASSES)],
+    }), schema=TEXTS)
+    # Thresholds from a sample: tau keeps ~pass_fraction of caption x clip pairs; tau_ds keeps about
+    # match_captions captions in DS, so ADS matches as many captions as `match` does.
+    sample = np.load(work / "audio.npy", mmap_mode="r")[: min(a.clips, 50_000)]
+    scores = tvecs[: min(a.match_captions, 400)] @ np.asarray(sample).T
+    tau = float(np.quantile(scores, 1 - a.pass_fraction))
+    tau_ds = float(np.quantile((tvecs @ pvecs.T).max(axis=1), 1 - a.match_captions / a.captions))
+    return {"tau": round(tau, 4), "tau_ds": round(tau_ds, 4)}
+
+
+# -- probes (each in its own process) -------------------------------------------------------------
+
+def _cpu() -> float:
+    r = os.times()
+    return r.user + r.system
+
+
+def _rss_gb(field: str = "VmHWM") -> float:
+    """This process's peak (VmHWM) or current (VmRSS) resident set, GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / 1e9
+    return 0.0
+
+
+def _read_growth(read) -> dict:
+    """Time `read()` from a warm page cache; the peak RSS it adds over what the process held before
+    (imports and the warm-up are excluded: the peak is reset through /proc/self/clear_refs)."""
+    del_ = read()
+    del del_
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        pass
+    base = _rss_gb("VmRSS")
+    t0 = time.perf_counter()
+    v = read()
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "gb": v.nbytes / 1e9, "peak_gb": _rss_gb() - base, "base_gb": base}
+
+
+def probe_peak(a) -> dict:
+    import torch
+
+    rng = np.random.default_rng(0)
+    t = rng.standard_normal((2048, a.dim), dtype=np.float32)
+    x = rng.standard_normal((8192, a.dim), dtype=np.float32)
+    flops = 2 * 2048 * 8192 * a.dim
+    best = {"torch": 0.0, "numpy": 0.0, "cpu": 0.0}
+    tt, xx, out = torch.from_numpy(t), torch.from_numpy(x), torch.empty(2048, 8192)
+    end = time.perf_counter() + a.peak_seconds
+    while time.perf_counter() < end:
+        for name, fn in (("torch", lambda: torch.mm(tt, xx.t(), out=out)), ("numpy", lambda: np.matmul(t, x.T))):
+            t0, c0 = time.perf_counter(), _cpu()
+            fn()
+            best[name] = max(best[name], flops / (time.perf_counter() - t0) / 1e9)
+            best["cpu"] = max(best["cpu"], flops / max(_cpu() - c0, 1e-6) / 1e9)
+    return {"gflops": max(best["torch"], best["numpy"]), "gflops_per_cpu_s": best["cpu"], **best}
+
+
+def probe_read_store(a) -> dict:
+    from curator.store.store import Store
+    from curator.store.vectors import read_vectors
+
+    store = Store.open(str(Path(a.work) / "store"))
+    return _read_growth(lambda: read_vectors(store, MODEL, "audio").vecs)
+
+
+def probe_read_npy(a) -> dict:
+    return _read_growth(lambda: np.load(Path(a.work) / "audio.npy"))
+
+
+def _sub(a):
+    A = np.array(np.load(Path(a.work) / "audio.npy", mmap_mode="r")[: a.sub_clips])
+    T = np.load(Path(a.work) / "text.npy")
+    return T, A
+
+
+def probe_exact_sub(a, top_k: int | None = None) -> dict:
+    from curator.match.exact import match_blocks
+
+    T, A = _sub(a)
+    tau = json.loads((Path(a.work) / "params.json").read_text())["tau"]
+    t0, c0 = time.perf_counter(), _cpu()
+    pairs = sum(len(b[0]) for b in match_blocks(T, A, tau, top_k, device="cpu", precision="fp32"))
+    return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "pairs": pairs}
+
+
+def probe_topk_sub(a) -> dict:
+    return probe_exact_sub(a, 50)
+
+
+def probe_faiss_sub(a) -> dict:
+    import faiss
+
+    T, A = _sub(a)
+    tau = json.loads((Path(a.work) / "params.json").read_text())["tau"]
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    t0, c0 = time.perf_counter(), _cpu()
+    index = faiss.IndexFlatIP(A.shape[1])
+    index.add(A)
+    pairs = 0
+    for i in range(0, len(T), 4096):
+        lims, _, _ = index.range_search(T[i:i + 4096], tau)
+        pairs += int(lims[-1])
+    return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "pairs": pairs}
+
+
+def probe_query(a) -> dict:
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curator.store.sql import query
+    from curator.store.store import Store
+
+    folder = Path(tempfile.mkdtemp(prefix="q_", dir=a.work))
+    rows, rng = a.query_rows, np.random.default_rng(0)
+    meta = pa.table({"audio_id": pa.array([f"a:{i:012x}" for i in range(rows)]),
+                     "source": pa.array(np.where(np.arange(rows) % 10 == 0, "esc50", "wild")),
+                     "duration_s": pa.array(rng.uniform(1, 10, rows))})
+    store = Store.open(str(folder / "store"))
+    store.append("meta", meta, schema=meta.schema)
+    pq.write_table(meta, folder / "meta.parquet")
+    sql = "select source, count(*), avg(duration_s) from meta group by source"
+    path = (folder / "meta.parquet").as_posix()
+    con = duckdb.connect()
+
+    def best(fn, k=7):
+        fn()
+        times = []
+        for _ in range(k):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    ours = best(lambda: query(store, sql))
+    duck = best(lambda: duckdb.connect().sql(sql.replace("from meta", f"from '{path}'")).to_arrow_table())
+    duck_warm = best(lambda: con.sql(sql.replace("from meta", f"from '{path}'")).to_arrow_table())
+    return {"ours_ms": ours * 1e3, "duckdb_ms": duck * 1e3, "duckdb_warm_ms": duck_warm * 1e3, "rows": rows}
+
+
+def probe_write(a) -> dict:
+    import pyarrow.parquet as pq
+
+    from curator.store.store import Store
+    from schemas.tables import CANDIDATES
+
+    src = Store.open(str(Path(a.work) / "store"))
+    pairs = src.dataset("candidates").to_table(columns=list(CANDIDATES.names), filter="run_id = 'thr'")
+    folder = Path(tempfile.mkdtemp(prefix="w_", dir=a.work))
+    store = Store.open(str(folder / "store"))
+    store.append("candidates", pairs.slice(0, 1))  # LanceDB's import and connection are not the write
+    t0 = time.perf_counter()
+    store.append("candidates", pairs)
+    ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pq.write_table(pairs, folder / "pairs.parquet")
+    plain = time.perf_counter() - t0
+    return {"rows": pairs.num_rows, "ours_s": ours, "parquet_s": plain, "mb": pairs.nbytes / 1e6}
+
+
+N_STAGES = 16
+PROBE_ORDER = ("peak", "read_store", "read_npy", "exact_sub", "topk_sub", "faiss_sub", "query", "write")
+PROBES = {"setup": setup, "peak": probe_peak, "read_store": probe_read_store, "read_npy": probe_read_npy,
+          "exact_sub": probe_exact_sub, "topk_sub": probe_topk_sub, "faiss_sub": probe_faiss_sub, "query": probe_query, "write": probe_write}
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+def _size(paths) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def stages(a, p: dict, save=lambda rows: None, after_import=lambda: None) -> list[dict]:
+    """Every stage through the CLI; returns rows for the table (`save(rows)` after each,
+    `after_import()` once the vectors are in)."""
+    work, store = Path(a.work), Path(a.work) / "store"
+    tau, tau_ds = p["tau"], p["tau_ds"]
+    vec_gb = a.clips * a.dim * 4
+    cap_gb = a.match_captions * a.dim * 4
+    rows: list[dict] = []
+
+    def stage(name, args, inputs, note=""):
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: curator {shlex.join(map(str, args))}", flush=True)
+        r = curator(store, *args)
+        last = [ln for ln in r["output"].strip().splitlines() if ln.strip()][-1:] or [""]
+        rows.append({"stage": name, "cmd": "curator " + shlex.join(map(str, args)), "inputs": inputs, "note": note,
+                     **{k: r[k] for k in ("wall_s", "cpu_s", "rss_gb")}, "out": last[0][:160]})
+        print(f"    {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU s, {r['rss_gb']:.2f} GB peak RSS", flush=True)
+        save(rows)
+        return r
+
+    shards = sorted((work / "shards").glob("*.parquet"))
+    stage("register model", ["models", "add", MODEL, "--kind", "external", "--dim", a.dim, "--logit-scale", 14.3],
+          "(none)", "vectors made elsewhere: no weights")
+    stage("import audio vectors", ["import-embeddings", "--model", MODEL, "--modality", "audio", work / "shards"],
+          f"{_gb(_size(shards))} parquet in {len(shards)} shards ({a.clips:,} x {a.dim})", "one folder, shard by shard")
+    stage("import text vectors", ["import-embeddings", "--model", MODEL, "--modality", "text", work / "texts.parquet"],
+          f"{_gb(_size([work / 'texts.parquet']))} parquet ({a.captions + CLASSES:,} x {a.dim})")
+    after_import()
+    pool = f"{_gb(vec_gb)} of clip vectors + {_gb(cap_gb)} of caption vectors"
+    caps = "source = 'clotho'"
+    stage("match, threshold (in memory)", ["match", "--model", MODEL, "--threshold", tau, "--texts-where", caps,
+                                           "--run", "thr"], pool, f"{a.match_captions:,} captions x {a.clips:,} clips")
+    stage("match, threshold, streamed", ["match", "--model", MODEL, "--threshold", tau, "--texts-where", caps,
+                                         "--max-memory", a.stream_memory, "--run", "stream"], pool,
+          f"--max-memory {a.stream_memory}")
+    same = stage("query: streamed vs in-memory pairs", ["query", "select count(*) as differing from ("
+                 "(select text_id, audio_id, score, rank from candidates where run_id = 'thr' except all "
+                 "select text_id, audio_id, score, rank from candidates where run_id = 'stream') union all "
+                 "(select text_id, audio_id, score, rank from candidates where run_id = 'stream' except all "
+                 "select text_id, audio_id, score, rank from candidates where run_id = 'thr'))", "--format", "csv"],
+                 "candidates of both runs")
+    rows[-1]["note"] = f"pairs differing: {same['output'].split()[-1]}"
+    stage("match, top-50 per caption", ["match", "--model", MODEL, "--threshold", tau, "--top-k", 50,
+                                        "--texts-where", caps, "--run", "topk"], pool)
+    stage("sweep (5 thresholds)", ["sweep", "--model", MODEL, "--texts-where", caps, "--thresholds",
+                                   f"{tau - 0.1:.4f}:{tau + 0.1:.4f}:0.05"], pool)
+    stage("build du (top-50)", ["build", "du", "--model", MODEL, "--name", "du", "--threshold", tau, "--top-k", 50,
+                                "--pairs-where", caps, "--pool-where", "source = 'wild'"], pool)
+    stage("build ds", ["build", "ds", "--model", MODEL, "--name", "ds", "--label-set", "esc", "--threshold", tau_ds],
+          f"{a.captions:,} captions x {CLASSES} prompts, paired clips")
+    stage("build ads (top-50)", ["build", "ads", "--model", MODEL, "--name", "ads", "--from-set", "ds", "--threshold",
+                                 tau, "--top-k", 50, "--pool-where", "source = 'wild'"], f"ds captions x {_gb(vec_gb)}")
+    cap = max(10, a.clips // 1000)
+    stage("pseudo-label", ["pseudo-label", "--model", MODEL, "--label-set", "esc", "--name", "pl", "--audio-where",
+                           "source = 'wild'", "--max-per-class", cap], f"{_gb(vec_gb)} x {CLASSES} classes")
+    stage("guard", ["guard", "--model", MODEL, "--pool-where", "source = 'wild'", "--eval-where",
+                    "source = 'esc50'"], f"{_gb(vec_gb)} pool x {_layout(a)['eval']:,} eval clips")
+    stage("query group-by", ["query", "select source, split, count(*) n, avg(duration_s) s from audio group by all"
+                             " order by 1, 2", "--format", "csv"], f"audio: {a.clips:,} rows")
+    stage("sets diff", ["sets", "diff", "du@1", "ads@1", "--limit", 0], "two set versions")
+    stage("review (1 run)", ["review", "--run", "thr", "--media", 0, "--out", work / "review"],
+          "candidates of run thr", "page only; synthetic clips have no audio")
+    return rows
+
+
+def _div(x: float, y: float) -> float:
+    return x / max(y, 1e-9)
+
+
+def _command(a) -> str:
+    opts = [("--clips", a.clips), ("--captions", a.captions), ("--dim", a.dim), ("--match-captions", a.match_captions),
+            ("--pass-fraction", a.pass_fraction), ("--sub-clips", a.sub_clips), ("--query-rows", a.query_rows)]
+    return "python scripts/bench_scale.py " + " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                                       for k, v in opts)
+
+
+def report(a, p: dict, rows: list[dict], probes: dict, loads: tuple, complete: bool = True) -> str:
+    flops = 2.0 * a.match_captions * a.clips * a.dim
+    peak = probes["peak"]
+    by = {r["stage"]: r for r in rows}
+    lines = [
+        "## Scale rehearsal (`scripts/bench_scale.py`)", "",
+        f"`{_command(a)}`: {a.clips:,} clips x "
+        f"{a.dim}-d clustered unit vectors ({CLASSES} classes), {a.captions:,} captions, a {CLASSES}-class label set; "
+        f"matching uses {a.match_captions:,} captions (tau {p['tau']}, ~{a.pass_fraction:g} of pairs). "
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, {_ram_gb():.0f} GB RAM, Python "
+        f"{platform.python_version()}. Load average (1 min) {loads[0]:.1f} at the start, {loads[1]:.1f} at the end "
+        f"(the machine was shared with other jobs: absolute times are bent by their load, the ratios measured "
+        f"side by side less so).", "",
+        "Setup (library, not a user's stage: the `audio` / `texts` rows, as no CLI makes rows for clips without "
+        "files, and the vectors as parquet shards): "
+        f"{probes['setup']['wall_s']:.0f} s wall, {probes['setup']['cpu_s']:.0f} CPU s, "
+        f"{probes['setup']['rss_gb']:.2f} GB peak RSS.", "",
+        "| stage | wall s | CPU s | peak RSS GB | input | note |", "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_gb']:.2f} | {r['inputs']} | "
+                     f"{r['note']} |")
+    if not complete:
+        lines.append(f"| *run cut short: {N_STAGES - len(rows)} more stage(s) not reached* | | | | | |")
+    lines += ["", "<details><summary>commands</summary>", ""]
+    lines += [f"- {r['stage']}: `{r['cmd']}`" for r in rows]
+    lines += ["", "</details>", ""]
+    if not all(k in probes for k in PROBE_ORDER if k != "write"):
+        missing = [k for k in PROBE_ORDER if k not in probes]
+        return "\n".join(lines) + f"\nHot-path probes not run (run cut short): {', '.join(missing)}.\n"
+    rs, rn = probes["read_store"], probes["read_npy"]
+    ex, tk, fa = probes["exact_sub"], probes["topk_sub"], probes["faiss_sub"]
+    sub_flops = 2.0 * a.match_captions * a.sub_clips * a.dim
+
+    def sub_pct(r):
+        if not r:
+            return "not run"
+        return (f"{_div(sub_flops / 1e9, r['seconds']):.0f} GFLOP/s wall = "
+                f"{100 * _div(sub_flops / 1e9, r['seconds'] * peak['gflops']):.0f} % of peak; "
+                f"{_div(sub_flops / 1e9, r['cpu']):.0f} GFLOP per CPU-s = "
+                f"{100 * _div(sub_flops / 1e9, r['cpu'] * peak['gflops_per_cpu_s']):.0f} %")
+
+    q, w = probes["query"], probes.get("write")
+
+    def pct(stage):
+        if stage not in by:
+            return "not run"
+        r = by[stage]
+        return (f"{_div(flops / 1e9, r['wall_s']):.0f} GFLOP/s wall = {100 * _div(flops / 1e9, r['wall_s'] * peak['gflops']):.0f} % "
+                f"of peak; {_div(flops / 1e9, r['cpu_s']):.0f} GFLOP per CPU-s = "
+                f"{100 * _div(flops / 1e9, r['cpu_s'] * peak['gflops_per_cpu_s']):.0f} %")
+
+    lines += [
+        "Hot paths, side by side in this run (" + ("in one process: --in-process" if IN_PROCESS else
+                                                   "each route its own process") + "):", "",
+        "| what | ours | alternative | ratio | target |", "|---|---|---|---|---|",
+        f"| vector reads, {rs['gb']:.2f} GB (page cache) | `read_vectors` {_div(rs['gb'], rs['seconds']):.2f} GB/s, adds "
+        f"{rs['peak_gb']:.2f} GB of peak RSS ({_div(rs['peak_gb'], rs['gb']):.2f}x the vectors) | `np.load` "
+        f"{_div(rn['gb'], rn['seconds']):.2f} GB/s, adds {rn['peak_gb']:.2f} GB | {_div(rn['seconds'], rs['seconds']):.2f}x | >= 0.8x, RSS <= 1.2x |",
+        f"| exact threshold, whole stage (read + match + write), vs fp32 matmul peak ({peak['gflops']:.0f} GFLOP/s, "
+        f"{peak['gflops_per_cpu_s']:.0f} per CPU-s) | {pct('match, threshold (in memory)')} | | | |",
+        f"| exact top-50, whole stage | {pct('match, top-50 per caption')} | | | |",
+        f"| matching alone, {a.match_captions:,} x {a.sub_clips:,} clips in memory: exact threshold | {sub_pct(ex)} "
+        f"| | | |",
+        f"| matching alone: exact top-50 | {sub_pct(tk)} | | | >= 80 % |",
+        f"| exact threshold vs faiss `IndexFlatIP.range_search`, {a.match_captions:,} x {a.sub_clips:,} clips | "
+        f"{ex['seconds']:.1f} s ({ex['cpu']:.1f} CPU s), {ex['pairs']:,} pairs | {fa['seconds']:.1f} s "
+        f"({fa['cpu']:.1f} CPU s), {fa['pairs']:,} pairs | {_div(fa['seconds'], ex['seconds']):.2f}x wall, "
+        f"{_div(fa['cpu'], ex['cpu']):.2f}x CPU | >= 1.0x |",
+        f"| `curator query` group-by over {q['rows']:,} rows (open store + views + run) | {q['ours_ms']:.0f} ms | "
+        f"DuckDB on the same rows as Parquet, new connection {q['duckdb_ms']:.0f} ms (warm {q['duckdb_warm_ms']:.0f}) | "
+        f"{_div(q['ours_ms'], q['duckdb_ms']):.2f}x the time | <= 2x |",
+        _write_row(w),
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_row(w: dict | None) -> str:
+    if not w:
+        return "| write the candidate pairs of run thr | not run (run cut short) | | | measured |"
+    return (f"| write {w['rows']:,} candidate pairs ({w['mb']:.0f} MB in Arrow) | store append "
+            f"{_div(w['rows'] / 1e6, w['ours_s']):.2f} M rows/s ({w['ours_s']:.2f} s) | `pq.write_table` "
+            f"{_div(w['rows'] / 1e6, w['parquet_s']):.2f} M rows/s ({w['parquet_s']:.2f} s) | "
+            f"{_div(w['parquet_s'], w['ours_s']):.2f}x | measured |")
+
+
+def _ram_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=2_000_000)
+    ap.add_argument("--captions", type=int, default=20_000)
+    ap.add_argument("--match-captions", type=int, default=None, help="captions matched (default min(2000, captions))")
+    ap.add_argument("--dim", type=int, default=1024)
+    ap.add_argument("--pass-fraction", type=float, default=2.5e-4, help="share of pairs above tau (1 M at 2 M x 2 k)")
+    ap.add_argument("--shard-rows", type=int, default=100_000)
+    ap.add_argument("--sub-clips", type=int, default=None, help="clips in the faiss comparison (default min(250k, clips))")
+    ap.add_argument("--query-rows", type=int, default=None, help="rows for the query ratio (default min(1 M, clips))")
+    ap.add_argument("--stream-memory", default="2GB", help="--max-memory of the streamed match")
+    ap.add_argument("--peak-seconds", type=float, default=5.0)
+    ap.add_argument("--work", default=None, help="work folder (default: a temp folder, deleted at the end)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--out", default="docs/bench/scale.md")
+    ap.add_argument("--json", default=None, help="also write the raw figures here")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run stages and probes in this process (the test suite's mode: no start-up costs; "
+                         "peak RSS is then the bench's own)")
+    ap.add_argument("--render", metavar="JSON", help="only write the section from a run's progress.json")
+    ap.add_argument("--probe", choices=sorted(PROBES), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    global IN_PROCESS
+    IN_PROCESS = a.in_process
+    a.match_captions = a.match_captions or min(2000, a.captions)
+    a.sub_clips = a.sub_clips or min(250_000, a.clips)
+    a.query_rows = a.query_rows or min(1_000_000, a.clips)
+    if a.probe:
+        print("RESULT " + json.dumps(PROBES[a.probe](a)), flush=True)
+        return
+    if a.render:  # a (possibly cut-short) run's progress.json -> the section
+        raw = json.loads(Path(a.render).read_text())
+        for k, v in raw["args"].items():
+            if k in ("clips", "captions", "dim", "match_captions", "sub_clips", "query_rows"):
+                setattr(a, k, int(v))
+            elif k == "pass_fraction":
+                a.pass_fraction = float(v)
+        Path(a.out).write_text(report(a, raw["params"], raw["stages"], raw["probes"],
+                                      (raw["loads"][0], raw["loads"][-1]), complete="write" in raw["probes"]))
+        print(Path(a.out).read_text())
+        return
+    made = a.work is None
+    a.work = Path(a.work or tempfile.mkdtemp(prefix="bench_scale_"))
+    a.work.mkdir(parents=True, exist_ok=True)
+    loads = [os.getloadavg()[0]]
+    try:
+        print(f"[{time.strftime('%H:%M:%S')}] setup in {a.work} (load {loads[0]:.1f})", flush=True)
+        probes = {"setup": probe(a, "setup")}
+        p = {k: probes["setup"][k] for k in ("tau", "tau_ds")}
+        (a.work / "params.json").write_text(json.dumps(p))
+        rows: list[dict] = []
+
+        def save(done):
+            rows[:] = done
+            raw = {"args": {k: str(v) for k, v in vars(a).items()}, "params": p, "stages": rows, "probes": probes,
+                   "loads": loads + [os.getloadavg()[0]]}
+            (a.work / "progress.json").write_text(json.dumps(raw, default=str, indent=1))
+            if a.json:
+                Path(a.json).write_text(json.dumps(raw, default=str, indent=1))
+
+        def run_probes(names):
+            for name in names:
+                print(f"[{time.strftime('%H:%M:%S')}] probe {name}", flush=True)
+                probes[name] = probe(a, name)
+                print("    " + json.dumps(probes[name]), flush=True)
+                save(rows)
+
+        # The ratios first (they need only the imported vectors), so a run cut short still has them.
+        stages(a, p, save, lambda: run_probes([n for n in PROBE_ORDER if n != "write"]))
+        run_probes(["write"])
+        loads.append(os.getloadavg()[0])
+        save(rows)
+        text = report(a, p, rows, probes, tuple(loads))
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(text)
+        print(text)
+    finally:
+        if made and not a.keep:
+            shutil.rmtree(a.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
