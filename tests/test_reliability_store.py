@@ -14,7 +14,8 @@ from conftest import write_tone
 from curation_data import build_world
 from reliability_helpers import CURATOR, curator, env_with, ids, start
 
-from curator.store.store import FORMAT_VERSION, MARKER, Store
+from curator.store.marker import FORMAT_VERSION, MARKER
+from curator.store.store import Store
 from schemas import reading
 from schemas.faults import EXIT_CODE
 from schemas.sets import read_set

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curator.store.store import FORMAT_VERSION, MARKER, Store, half_made_tables, read_marker, write_marker
+from curator.store.marker import FORMAT_VERSION, MARKER, read_marker, write_marker
+from curator.store.store import Store, half_made_tables
 from schemas.errors import CuratorError
 from schemas.tables import FIXED_TABLES
 

@@ -19,7 +19,6 @@ Crash and concurrency safety (docs/RELIABILITY.md):
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -30,6 +29,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from curator.store.locks import FileLocks
+from curator.store.marker import MARKER, check_format, read_marker, write_marker
 from schemas import reading
 from schemas.errors import RefError, StoreError
 from schemas.faults import crash_point
@@ -38,8 +38,6 @@ from schemas.validate import conform
 
 DEFAULT_STORE = "./store"
 ENV_STORE = "CURATOR_STORE"
-MARKER = "curator-store.json"
-FORMAT_VERSION = 1
 LOCKS = "_locks"  # lock files, one per table; not a table (no .lance suffix)
 COMMIT_RETRIES = 6
 
@@ -58,37 +56,6 @@ class TableInfo:
     rows: int
     version: int
     size_bytes: int | None
-
-
-def read_marker(uri: str) -> dict | None:
-    """The store marker's contents (None: a local folder without one; object stores: always {})."""
-    if not reading.is_local(uri):
-        return {}
-    path = reading.local_path(uri) / MARKER
-    if not path.exists():
-        return None
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-        int(marker["format"])
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise StoreError(f"store {uri}: {MARKER} is unreadable ({exc}); `curator doctor --repair` rewrites it") from None
-    return marker
-
-
-def write_marker(uri: str) -> None:
-    """Write the marker atomically (a temporary file renamed into place)."""
-    root = reading.local_path(uri)
-    tmp = root / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"format": FORMAT_VERSION, "created_at": now().isoformat(),
-                               "created_by": "curator"}, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, root / MARKER)
-
-
-def _check_format(uri: str, marker: dict) -> None:
-    version = int(marker.get("format", FORMAT_VERSION))
-    if version > FORMAT_VERSION:
-        raise StoreError(f"store {uri}: format version {version} is newer than this curator understands "
-                         f"({FORMAT_VERSION}); upgrade curator to open it")
 
 
 def _looks_like_old_store(root) -> bool:
@@ -147,7 +114,7 @@ class Store:
             hint = (f"; if it is a store made by an earlier curator, `curator --store {uri} doctor --repair` "
                     f"adds the marker") if _looks_like_old_store(path) else ""
             raise StoreError(f"store {uri}: this folder is not a curator store (no {MARKER}){hint}")
-        _check_format(uri, marker or {})
+        check_format(uri, marker or {})
         store.notes = store.remove_half_made()
         if create and marker is not None:
             store.create_fixed_tables()
