@@ -1,7 +1,7 @@
 """How a command ends when something stops it: one line and an exit code, for both CLIs.
 
-Library code raises; the CLIs (`curator.cli.common.run_main`, `trainer.cli.run_main`) hand what
-reached them to `exit_line` and print its line. Ctrl-C and SIGTERM (`sigterm_as_interrupt`) end with
+Library code raises; both CLIs run their click group through `run_click_group`, which hands what
+reached it to `exit_line` and prints its line. Ctrl-C and SIGTERM (`sigterm_as_interrupt`) end with
 one line saying what was kept and what to run next, exit 130; a full disk with one line, exit 28.
 """
 
@@ -12,7 +12,9 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from schemas.errors import CuratorError, Interrupted
+import click
+
+from schemas.errors import CuratorError, Interrupted, os_error_line
 
 DISK_FULL = ("disk full while writing: every write finished before it is kept and the store still opens; "
              "free space and rerun the same command")
@@ -66,3 +68,35 @@ def sigterm_as_interrupt():
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def run_click_group(group: click.Group, argv: list[str] | None, interrupted: str) -> int:
+    """Run a CLI's click group and return its exit code: a CuratorError becomes one `error: ...` line
+    on stderr (exit 2); Ctrl-C and SIGTERM end with the CLI's `interrupted` line (exit 130); a full
+    disk with one line (exit 28). Anything else is a bug and keeps its traceback."""
+    try:
+        with sigterm_as_interrupt():
+            # In non-standalone mode click returns an Exit's code instead of raising it.
+            code = group.main(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:  # one line, not click's usage block
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except BaseException as exc:  # noqa: BLE001 - classified below; anything unknown is re-raised
+        ended = exit_line(exc, interrupted)
+        if ended is None:
+            if isinstance(exc, click.exceptions.Abort):  # a "no" at a confirmation prompt
+                click.echo("aborted", err=True)
+                return EXIT_INTERRUPTED
+            if isinstance(exc, OSError):  # a path we could not read or write
+                click.echo(f"error: {os_error_line(exc)}", err=True)
+                return EXIT_ERROR
+            raise
+        click.echo(ended[0], err=True)
+        return ended[1]

@@ -8,8 +8,8 @@ import sys
 import click
 
 from curator.store.store import Store
-from schemas.errors import CuratorError, os_error_line
-from schemas.exits import exit_line, sigterm_as_interrupt
+from schemas.errors import CuratorError
+from schemas.exits import run_click_group
 
 
 class StoreContext:
@@ -84,36 +84,8 @@ INTERRUPTED = ("interrupted: every write finished before the interruption is kep
 
 
 def run_main(group: click.Group, argv: list[str] | None = None) -> int:
-    """Run a click group; a CuratorError becomes one `error: ...` line on stderr and exit code 2.
-
-    Ctrl-C and SIGTERM end with one line saying what was kept and what to run next (exit 130), a
-    full disk with one line, not a traceback (exit 28): see `schemas.exits`."""
-    try:
-        with sigterm_as_interrupt():
-            # In non-standalone mode click returns an Exit's code instead of raising it.
-            code = group.main(args=argv, standalone_mode=False)
-        return code if isinstance(code, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.UsageError as exc:  # one line, not click's usage block
-        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        click.echo(f"error: {exc.format_message()}{where}", err=True)
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except BaseException as exc:  # noqa: BLE001 - classified below; anything unknown is re-raised
-        ended = exit_line(exc, INTERRUPTED)
-        if ended is None:
-            if isinstance(exc, click.exceptions.Abort):  # a "no" at a confirmation prompt
-                click.echo("aborted", err=True)
-                return 130
-            if isinstance(exc, OSError):  # a path we could not read or write
-                click.echo(f"error: {os_error_line(exc)}", err=True)
-                return 2
-            raise
-        click.echo(ended[0], err=True)
-        return ended[1]
+    """Run curator's click group: errors, Ctrl-C and a full disk end with one line (`schemas.exits`)."""
+    return run_click_group(group, argv, INTERRUPTED)
 
 
 def check_out_path(out: str | None) -> None:

@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from schemas.errors import ParameterError, os_error_line
-from schemas.exits import exit_line, sigterm_as_interrupt
+from schemas.errors import ParameterError
+from schemas.exits import run_click_group
 from schemas.filters import where_clause
 from schemas.tables import PROMPT_TEMPLATE, check_template
 from trainer.cli.report import print_eval, print_fit
@@ -208,33 +208,9 @@ INTERRUPTED = "interrupted; if a checkpoint was saved, `trainer fit --resume --o
 
 
 def run_main(group: click.Group, argv: list[str] | None = None) -> int:
-    """A CuratorError becomes one `error: ...` line on stderr and exit code 2 (same contract as curator);
-    an interrupted fit prints its own line (what was saved, the exact resume command), exit 130."""
-    try:
-        with sigterm_as_interrupt():
-            group.main(args=argv, standalone_mode=False)
-        return 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.UsageError as exc:  # one line, not click's usage block
-        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        click.echo(f"error: {exc.format_message()}{where}", err=True)
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except BaseException as exc:  # noqa: BLE001 - classified below; anything unknown is re-raised
-        ended = exit_line(exc, INTERRUPTED)
-        if ended is None:
-            if isinstance(exc, click.exceptions.Abort):
-                click.echo("aborted", err=True)
-                return 130
-            if isinstance(exc, OSError):
-                click.echo(f"error: {os_error_line(exc)}", err=True)
-                return 2
-            raise
-        click.echo(ended[0], err=True)
-        return ended[1]
+    """Run trainer's click group: errors, Ctrl-C and a full disk end with one line (`schemas.exits`);
+    an interrupted fit says what was saved and the exact resume command."""
+    return run_click_group(group, argv, INTERRUPTED)
 
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 the run finished but some items failed (recorded); 2 bad input (one "
