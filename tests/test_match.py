@@ -283,3 +283,24 @@ def test_sweep_counts_match_brute_force(pool):
     assert result["hist_counts"].sum() == N_TEXT
     with pytest.raises(ParameterError):
         parse_thresholds("0.5:1.5:0.5")
+
+
+def test_engine_learns_its_blas_from_the_first_blocks_and_keeps_the_same_pairs(monkeypatch):
+    """With no BLAS chosen, the first large blocks alternate numpy's and torch's matmul and the process
+    keeps the faster; the pairs, scores and ranks are those of either fixed choice."""
+    from curator.match import engine
+
+    dim = 128
+    text = clustered(2048, dim, n_clusters=20, spread=1.0, seed=3)
+    audio = clustered(20_000, dim, n_clusters=20, spread=1.0, seed=4)
+    t = float(np.quantile(text[:64].astype(np.float64) @ audio[:2000].T.astype(np.float64), 0.999))
+    monkeypatch.delenv(engine.BLAS_ENV, raising=False)
+    monkeypatch.setattr(engine, "_LEARNT_BLAS", {})
+    learnt = collect(match_blocks(text, audio, t, 5, device="cpu", precision="fp32"))
+    assert engine._LEARNT_BLAS[dim] in ("numpy", "torch")  # 5 blocks of >= 2 GFLOP: both tried twice
+    for blas in ("numpy", "torch"):
+        monkeypatch.setenv(engine.BLAS_ENV, blas)
+        fixed = collect(match_blocks(text, audio, t, 5, device="cpu", precision="fp32"))
+        assert len(fixed[0]) > 2048  # top-5 per caption above a high threshold: a real comparison
+        for ours, theirs in zip(learnt, fixed):
+            np.testing.assert_array_equal(ours, theirs)

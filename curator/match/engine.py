@@ -9,7 +9,7 @@ reference keep exactly the same pairs. Every kept pair is then stored with its c
 (`exact.threshold_block`), never the block score.
 
 On CPU the fp32 product runs through torch (MKL) or numpy (OpenBLAS), whichever is faster here
-(timed once per process), into the same zero-copy buffer; on a GPU through torch. The two round
+(timed on the first large blocks of a process), into the same zero-copy buffer; on a GPU through torch. The two round
 the same product differently (~1e-8), which is why only the canonical score is ever stored: the
 choice may differ between processes, the stored scores (and so a set's content hash) do not.
 
@@ -22,6 +22,7 @@ under 0.006, and the margin is 0.01.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import lru_cache
@@ -47,24 +48,35 @@ def fp32_margin(dim: int) -> float:
     return max(1e-4, dim * 2.0 ** -23)
 
 
-@lru_cache(maxsize=8)
-def _faster_blas(dim: int) -> str:
-    """torch's CPU BLAS (MKL) ran ~20-30 % slower than numpy's OpenBLAS on the AMD machines here,
-    and the other way round elsewhere: time one product with each, once per process."""
-    import time
+# dim -> the faster CPU BLAS, learnt from the first large blocks a process multiplies.
+_LEARNT_BLAS: dict[int, str] = {}
+TRIAL_FLOPS = 2e9  # blocks smaller than this are too short to time reliably
+TRIALS_EACH = 2
 
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((1024, dim), dtype=np.float32)
-    b = rng.standard_normal((2048, dim), dtype=np.float32)
-    out = np.empty((1024, 2048), np.float32)
-    ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
-    best = {"torch": np.inf, "numpy": np.inf}
-    for _ in range(3):
-        for name, fn in (("torch", lambda: torch.mm(ta, tb.t(), out=to)), ("numpy", lambda: np.matmul(a, b.T, out=out))):
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return min(best, key=best.get)
+
+class BlasTrial:
+    """Picks the faster CPU BLAS from the real work: torch's (MKL) ran ~20-30 % slower than numpy's
+    (OpenBLAS) on the AMD machines here, the other way round elsewhere. The first large blocks of a
+    process alternate the two and are timed; the rest use the faster. A separate timing run cost
+    0.7 s per process, ~25 % of a 500 x 100 k match."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.best = {"numpy": np.inf, "torch": np.inf}
+        self.runs = {"numpy": 0, "torch": 0}
+
+    def pick(self, flops: float) -> str:
+        if flops < TRIAL_FLOPS:
+            return "numpy"
+        return min(self.runs, key=lambda name: (self.runs[name], name))
+
+    def record(self, name: str, flops: float, seconds: float) -> None:
+        if flops < TRIAL_FLOPS:
+            return
+        self.runs[name] += 1
+        self.best[name] = min(self.best[name], seconds / flops)
+        if min(self.runs.values()) >= TRIALS_EACH:
+            _LEARNT_BLAS[self.dim] = min(self.best, key=self.best.get)
 
 
 def blas_threads(n: int | None = None):
@@ -77,13 +89,14 @@ def blas_threads(n: int | None = None):
     return threadpool_limits(limits=n or torch.get_num_threads(), user_api="blas")
 
 
-def cpu_blas(dim: int, choice: str = "auto") -> str:
-    """The CPU BLAS of the prefilter: `choice`, else $CURATOR_BLAS (torch / numpy), else the faster one."""
+def cpu_blas(dim: int, choice: str = "auto") -> str | None:
+    """The CPU BLAS of the prefilter: `choice`, else $CURATOR_BLAS (torch / numpy), else the one this
+    process found faster; None while it has not decided yet (`BlasTrial`)."""
     if choice == "auto":
         choice = os.environ.get(BLAS_ENV) or "auto"
     if choice not in ("auto", "torch", "numpy"):
         raise ParameterError(f"blas must be auto, torch or numpy, got {choice!r}")
-    return _faster_blas(max(dim, 1)) if choice == "auto" else choice
+    return _LEARNT_BLAS.get(max(dim, 1)) if choice == "auto" else choice
 
 
 def as_f32(x: np.ndarray) -> np.ndarray:
@@ -121,8 +134,11 @@ class Engine:
         self._mask = torch.empty(self.block[0] * self.block[1], dtype=torch.bool, device=self.device)
         self._mask_np = self._mask.numpy() if self.device.type == "cpu" else None
         self.compare_threads: int | None = None  # default: torch's thread count
-        self._np_blas = self.device.type == "cpu" and not self.low and cpu_blas(self.dim, blas) == "numpy"
-        if self._np_blas:
+        # fp32 on CPU: numpy's or torch's BLAS, into the same buffer (`BlasTrial` when undecided).
+        self._cpu32 = self.device.type == "cpu" and not self.low
+        self._blas = cpu_blas(self.dim, blas) if self._cpu32 else "torch"
+        self._trial = BlasTrial(self.dim) if self._blas is None else None
+        if self._cpu32:
             self._rows_np, self._cols_np = self.rows.numpy(), self.cols.numpy()
 
     @property
@@ -136,10 +152,17 @@ class Engine:
     def scores(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
         """Block scores rows[r0:r1] . cols[c0:c1] into a reused buffer (valid until the next call)."""
         out = self._buf[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
-        if self._np_blas:
+        blas, flops = self._blas, 2.0 * (r1 - r0) * (c1 - c0) * self.dim
+        if blas is None:
+            blas = _LEARNT_BLAS.get(self.dim) or self._trial.pick(flops)
+            t0 = time.perf_counter()
+        if blas == "numpy":
             np.matmul(self._rows_np[r0:r1], self._cols_np[c0:c1].T, out=out.numpy())
         else:
             torch.mm(self._rows_mm[r0:r1], self._cols_mm[c0:c1].t(), out=out)
+        if self._blas is None:
+            self._trial.record(blas, flops, time.perf_counter() - t0)
+            self._blas = _LEARNT_BLAS.get(self.dim)
         return out
 
     def candidates(self, s: torch.Tensor, bound: np.ndarray | float):
@@ -200,13 +223,25 @@ def pairwise(rows: torch.Tensor, cols: torch.Tensor, ri: np.ndarray, ci: np.ndar
     """rows[ri] . cols[ci] pair by pair in `dtype`, in chunks that bound the gathered copies."""
     out = np.empty(len(ri), dtype=np.float64 if dtype == torch.float64 else np.float32)
     dim = int(rows.shape[1]) if rows.ndim == 2 else 1
+    if rows.device.type == "cpu":
+        # numpy, one thread, ~2 MB chunks that stay in cache: 20k pairs x 1024-d in ~35 ms, where
+        # torch's 32 MB chunks took ~360 ms (page faults on fresh temporaries) and small torch chunks
+        # stalled on OpenMP hand-offs whenever the machine was busy. Row sums do not depend on the
+        # chunking.
+        rows_np, cols_np, np_dtype = rows.numpy(), cols.numpy(), out.dtype
+        step = max(64, (1 << 18) // max(dim, 1))
+        for i in range(0, len(ri), step):
+            a = rows_np[ri[i:i + step]].astype(np_dtype)
+            b = cols_np[ci[i:i + step]].astype(np_dtype, copy=False)
+            out[i:i + step] = np.multiply(a, b, out=a).sum(1)
+        return out
     step = max(1024, (1 << 22) // max(dim, 1))
     for i in range(0, len(ri), step):
         r = torch.from_numpy(np.ascontiguousarray(ri[i:i + step])).to(rows.device)
         c = torch.from_numpy(np.ascontiguousarray(ci[i:i + step])).to(cols.device)
         a = rows.index_select(0, r).to(dtype)
         b = cols.index_select(0, c).to(dtype)
-        out[i:i + step] = (a * b).sum(1).cpu().numpy()
+        out[i:i + step] = a.mul_(b).sum(1).cpu().numpy()
     return out
 
 
@@ -236,7 +271,7 @@ def with_cols(eng: Engine, cols: np.ndarray) -> Engine:
     other.__dict__.update(eng.__dict__)
     other.cols = torch.from_numpy(as_f32(cols)).to(eng.device)
     other._cols_mm = other.cols.to(torch.bfloat16) if eng.low else other.cols
-    if eng._np_blas:
+    if eng._cpu32:
         other._cols_np = other.cols.numpy()
     return other
 
@@ -247,6 +282,6 @@ def swapped(eng: Engine) -> Engine:
     other.__dict__.update(eng.__dict__)
     other.rows, other.cols = eng.cols, eng.rows
     other._rows_mm, other._cols_mm = eng._cols_mm, eng._rows_mm
-    if eng._np_blas:
+    if eng._cpu32:
         other._rows_np, other._cols_np = eng._cols_np, eng._rows_np
     return other
