@@ -401,6 +401,10 @@ def stages(a, p: dict, save=lambda rows: None, after_import=lambda: None) -> lis
     caps = "source = 'clotho'"
     stage("match, threshold (in memory)", ["match", "--model", MODEL, "--threshold", tau, "--texts-where", caps,
                                            "--run", "thr"], pool, f"{a.match_captions:,} captions x {a.clips:,} clips")
+    if a.hot_paths:  # only what the ratios need: the whole-stage matching rates and run thr's pairs
+        stage("match, top-50 per caption", ["match", "--model", MODEL, "--threshold", tau, "--top-k", 50,
+                                            "--texts-where", caps, "--run", "topk"], pool)
+        return rows
     stage("match, threshold, streamed", ["match", "--model", MODEL, "--threshold", tau, "--texts-where", caps,
                                          "--max-memory", a.stream_memory, "--run", "stream"], pool,
           f"--max-memory {a.stream_memory}")
@@ -442,7 +446,7 @@ def _command(a) -> str:
     opts = [("--clips", a.clips), ("--captions", a.captions), ("--dim", a.dim), ("--match-captions", a.match_captions),
             ("--pass-fraction", a.pass_fraction), ("--sub-clips", a.sub_clips), ("--query-rows", a.query_rows)]
     return "python scripts/bench_scale.py " + " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                                                       for k, v in opts)
+                                                       for k, v in opts) + (" --hot-paths" if a.hot_paths else "")
 
 
 def report(a, p: dict, rows: list[dict], probes: dict, loads: tuple, complete: bool = True) -> str:
@@ -467,7 +471,9 @@ def report(a, p: dict, rows: list[dict], probes: dict, loads: tuple, complete: b
     for r in rows:
         lines.append(f"| {r['stage']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_gb']:.2f} | {r['inputs']} | "
                      f"{r['note']} |")
-    if not complete:
+    if a.hot_paths:
+        lines.append("| *--hot-paths run: the other stages were not run* | | | | | |")
+    elif not complete:
         lines.append(f"| *run cut short: {N_STAGES - len(rows)} more stage(s) not reached* | | | | | |")
     lines += ["", "<details><summary>commands</summary>", ""]
     lines += [f"- {r['stage']}: `{r['cmd']}`" for r in rows]
@@ -555,6 +561,9 @@ def main() -> None:
     ap.add_argument("--in-process", action="store_true",
                     help="run stages and probes in this process (the test suite's mode: no start-up costs; "
                          "peak RSS is then the bench's own)")
+    ap.add_argument("--hot-paths", action="store_true",
+                    help="only the import, the two match stages and the side-by-side ratios (a short run for a "
+                         "quiet window; the full stage table needs the whole run)")
     ap.add_argument("--render", metavar="JSON", help="only write the section from a run's progress.json")
     ap.add_argument("--probe", choices=sorted(PROBES), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -568,6 +577,7 @@ def main() -> None:
         return
     if a.render:  # a (possibly cut-short) run's progress.json -> the section
         raw = json.loads(Path(a.render).read_text())
+        a.hot_paths = raw["args"].get("hot_paths") == "True"
         for k, v in raw["args"].items():
             if k in ("clips", "captions", "dim", "match_captions", "sub_clips", "query_rows"):
                 setattr(a, k, int(v))

@@ -10,6 +10,7 @@
 #   B  hybrid: classifier + 0.1 x contrastive vs context caption  (--loss hybrid --lambda 0.1)
 #   C  B + metadata fusion (city embedding + time MLP)            (--fuse-metadata)
 #   R1 pseudo-label the unlabelled clips with B, fine-tune B on labelled + pseudo-labelled clips
+#   R1-flex  the same round with FlexMatch class-wise thresholds (--per-class-threshold flexmatch)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 
@@ -79,6 +80,14 @@ fit hybrid_r1 scenes_r1 --lambda 0.1 --epochs "$EPOCHS1" --init "$WORK/runs/hybr
 evaluate hybrid_r1 --truth "$WORK/train/ground_truth.csv" --pseudo-set scenes_pl
 PL=$(sed -n 's/^pseudo-labels of \([^:]*\): \([0-9]*\)\/\([0-9]*\) right.*/\2 of \3 (\1)/p' "$WORK/eval_hybrid_r1.txt")
 
+stage "round 1 with class-wise thresholds: FlexMatch lowers the bar of the classes B is rarely sure of"
+curator pseudo-label --model clf_r0 --classifier "$WORK/runs/hybrid_r0" --label-set scenes --name scenes_pl_flex \
+  --min-confidence "$MIN_CONF" --per-class-threshold flexmatch --audio-where "source = 'scenes' and len(labels) = 0"
+curator build union --name scenes_r1_flex --from scenes_lab --from scenes_pl_flex
+fit hybrid_r1_flex scenes_r1_flex --lambda 0.1 --epochs "$EPOCHS1" --init "$WORK/runs/hybrid_r0"
+evaluate hybrid_r1_flex --truth "$WORK/train/ground_truth.csv" --pseudo-set scenes_pl_flex
+PL_FLEX=$(sed -n 's/^pseudo-labels of \([^:]*\): \([0-9]*\)\/\([0-9]*\) right.*/\2 of \3 (\1)/p' "$WORK/eval_hybrid_r1_flex.txt")
+
 stage "lineage of the round-1 training set"
 curator sets show scenes_r1
 
@@ -86,5 +95,13 @@ stage "summary (seed $SEED, test accuracy on $TEST_CLIPS held-out clips, $(( $(d
 printf '  %-44s %s\n' "A  audio-only (labelled)" "${ACC[audio_only]}" \
   "B  hybrid + context text (labelled)" "${ACC[hybrid_r0]}" \
   "C  hybrid + metadata fusion (labelled)" "${ACC[fused_r0]}" \
-  "R1 hybrid, labelled + pseudo-labelled" "${ACC[hybrid_r1]}"
-echo "  pseudo-labels right: $PL"
+  "R1 hybrid, labelled + pseudo-labelled" "${ACC[hybrid_r1]}" \
+  "R1-flex the same, class-wise thresholds" "${ACC[hybrid_r1_flex]}"
+echo "  pseudo-labels right: $PL (global); $PL_FLEX (class-wise)"
+# The same figures as JSON, for scripts/scenes_experiment.sh to fold over seeds.
+python -c 'import json, sys; seed, out, *kv = sys.argv[1:]
+acc = {k: float(v) for k, v in zip(kv[::2], kv[1::2])}
+json.dump({"seed": int(seed), "accuracy": acc}, open(out, "w"), indent=1)' "$SEED" "$WORK/summary.json" \
+  A "${ACC[audio_only]}" B "${ACC[hybrid_r0]}" C "${ACC[fused_r0]}" R1 "${ACC[hybrid_r1]}" R1-flex "${ACC[hybrid_r1_flex]}"
+curator sets show scenes_pl
+curator sets show scenes_pl_flex

@@ -50,6 +50,20 @@ def test_pseudo_label_stats_match_numpy(store, world):
     assert b.params["logit_scale"] == 20.0
 
 
+def test_pool_read_in_blocks_gives_the_rows_of_one_read(store, world, monkeypatch):
+    """The pool is scored block by block from the store (memory bounded by one block, not the pool);
+    blocks that do not divide the pool change nothing: the same rows, the same numbers."""
+    import curator.curate.pseudo as pseudo
+
+    opts = PseudoOptions("esc", min_confidence=0.5, audio_where=SCENES)
+    whole = build_pseudo(store, "teach", opts).rows
+    monkeypatch.setattr(pseudo, "BLOCK", 3)
+    monkeypatch.setattr(pseudo, "READ_BLOCKS", 4)
+    n_ids = len(world.ids("wild") + world.ids("esc50"))
+    assert n_ids > 2 * 3 * 4 and n_ids % 12  # several read blocks, the last one partial
+    assert build_pseudo(store, "teach", opts).rows.equals(whole)
+
+
 def test_temperature_and_per_class_cap(store, world):
     ids = sorted(world.ids("wild"))
     ref = _reference(world, ids, 1 / 0.1)

@@ -8,17 +8,17 @@ go to the `contamination` table; every build excludes them unless told otherwise
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
 from curator.store.sql import filter_query
 from curator.store.store import Store, now
-from curator.store.vectors import read_vectors
+from curator.store.vectors import open_vectors, read_vectors
 from schemas.errors import ParameterError
 from schemas.tables import CONTAMINATION
 from schemas.validate import check_threshold
 
 DEFAULT_THRESHOLD = 0.98
+POOL_BLOCK_BYTES = 512 << 20  # pool vectors held at a time
 
 
 def _clips(store: Store, where: str, what: str) -> pa.Table:
@@ -63,17 +63,22 @@ def find_contamination(store: Store, pool_where: str, eval_where: str, model=Non
 
 def _similar(store: Store, model_id: str, pool_ids: list[str], eval_ids: list[str], threshold: float,
              device: str):
-    """(pool id, eval id, cosine) with cosine >= threshold, blocked through the exact matcher."""
+    """(pool id, eval id, cosine) with cosine >= threshold, through the exact matcher. The evaluation
+    clips stay in memory and the pool is streamed from the store in blocks, so a 2 M-clip pool
+    costs one block of memory, not its 8 GB of vectors. The pairs are symmetric in the two sides
+    (threshold only, canonical scores), so pool-as-columns finds what pool-as-rows would."""
     # The matcher needs torch; a sha1-only guard (and every build importing this module) must not load it.
-    from curator.match.exact import collect, match_blocks
+    from curator.match.stream import match_stream
 
-    pool = read_vectors(store, model_id, "audio", ids=pool_ids)
+    pool = open_vectors(store, model_id, "audio", ids=pool_ids)
     evals = read_vectors(store, model_id, "audio", ids=eval_ids)
     if len(pool) == 0 or len(evals) == 0:
         return []
     p_ids, e_ids = pool.ids.to_pylist(), evals.ids.to_pylist()
-    pi, ei, score, _ = collect(match_blocks(pool.vecs, evals.vecs, threshold, top_k=None, per="text", device=device))
-    return [(p_ids[i], e_ids[j], float(s)) for i, j, s in zip(np.asarray(pi), np.asarray(ei), np.asarray(score))]
+    found = []
+    for ei, pi, score, _ in match_stream(evals.vecs, pool, threshold, device=device, max_memory=POOL_BLOCK_BYTES):
+        found += [(p_ids[i], e_ids[j], float(s)) for i, j, s in zip(pi.tolist(), ei.tolist(), score.tolist())]
+    return sorted(found)
 
 
 def record_contamination(store: Store, rows: pa.Table) -> int:

@@ -19,14 +19,16 @@ import numpy as np
 import pyarrow as pa
 
 from curator.curate.catalog import SET_INPUT
-from curator.curate.rows import assemble, label_classes, select_clips, start_build, vectors
+from curator.curate.rows import assemble, label_classes, select_clips, start_build, vector_source
 from curator.curate.strategies import Build
 from curator.curate.thresholds import RULES, class_thresholds, confident_counts
 from curator.models.registry import checkpoint_trained_on
 from curator.store.store import Store
+from curator.store.vectors import VectorBlocks
 from schemas.errors import ModelError, ParameterError
 
-BLOCK = 16384
+BLOCK = 16384  # clips scored per matrix product
+READ_BLOCKS = 4  # BLOCKs read from the store at a time: 256 MB at 1024-d
 
 
 @dataclass
@@ -74,9 +76,13 @@ def probability_stats(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return arg, top[:, 0], top[:, 0] - p2, ent
 
 
-def _zero_shot(audio_vecs: np.ndarray, class_vecs: np.ndarray, scale: float):
-    out = [softmax_stats(scale * (audio_vecs[s:s + BLOCK] @ class_vecs.T).astype(np.float64))
-           for s in range(0, len(audio_vecs), BLOCK)]
+def _zero_shot(source: VectorBlocks, class_vecs: np.ndarray, scale: float):
+    """Softmax stats of every clip, its vectors read from the store block by block: memory holds one
+    read block and four numbers per clip, however large the pool (a 2 M x 1024 pool is 8 GB)."""
+    out = []
+    for _, vecs in source.blocks(READ_BLOCKS * BLOCK):
+        out += [softmax_stats(scale * (vecs[s:s + BLOCK] @ class_vecs.T).astype(np.float64))
+                for s in range(0, len(vecs), BLOCK)]
     return tuple(np.concatenate([o[k] for o in out]) for k in range(4))
 
 
@@ -129,7 +135,7 @@ def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_conta
     model, lin = start_build(store, model_name)
     classes, p_ids, p_texts, class_vecs = label_classes(store, lin, opts.label_set, model)
     clips = select_clips(store, lin, opts.audio_where, "--audio-where", allow_contaminated)
-    a_pos, a_vecs = vectors(store, lin, model, "audio", clips.column("audio_id").to_pylist(), "clips")
+    a_pos, a_source = vector_source(store, lin, model, "audio", clips.column("audio_id").to_pylist(), "clips")
     if len(a_pos) == 0:
         raise ParameterError(f"no selected clip has a vector from {model.model_id!r}; run `curator embed` first")
     audio_ids = clips.column("audio_id").take(pa.array(a_pos, pa.int64())).to_pylist()
@@ -142,16 +148,17 @@ def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_conta
             lin.add(f"{SET_INPUT}{parent}")
     else:
         params["logit_scale"] = _scale(model, opts.temperature)
-        labels, conf, margin, ent = _zero_shot(a_vecs, class_vecs, params["logit_scale"])
+        labels, conf, margin, ent = _zero_shot(a_source, class_vecs, params["logit_scale"])
     tau_c = class_thresholds(opts.per_class_threshold, labels, conf, len(classes), opts.min_confidence)
     keep = conf >= tau_c[labels]
     sel = _cap(labels, conf, audio_ids, keep, opts.max_per_class)
     chosen = labels[sel].astype(np.int64)
-    score = np.einsum("ij,ij->i", a_vecs[sel], class_vecs[chosen]).astype(np.float32)
+    kept_vecs = a_source.take(sel)  # only the kept clips' vectors are ever held together
+    score = np.einsum("ij,ij->i", kept_vecs, class_vecs[chosen]).astype(np.float32)
     columns = {"text_id": [p_ids[c] for c in chosen], "text": [p_texts[c] for c in chosen], "score": score,
                "label": [classes[c] for c in chosen], "confidence": conf[sel].astype(np.float32),
                "margin": margin[sel].astype(np.float32), "entropy": ent[sel].astype(np.float32)}
-    rows = assemble(clips, a_pos[sel], columns, a_vecs[sel], class_vecs[chosen])
+    rows = assemble(clips, a_pos[sel], columns, kept_vecs, class_vecs[chosen])
     counts = {c: 0 for c in classes}
     for c in chosen:
         counts[classes[c]] += 1
