@@ -95,4 +95,10 @@ def test_quick_demo_end_to_end(tmp_path):
     bal = sets["ads_bal"]["balance"]
     assert max(bal["counts"].values()) <= bal["quota"] and sets["ads_bal"]["label_counts"]
     assert sets["pseudo_flex"]["per_class_threshold"] == "flexmatch" and sets["pseudo_flex"]["thresholds"]
+    # Ground-truth analysis reads every set's rows at the version its catalog row recorded.
+    for name, s in sets.items():
+        assert sum(s["true_family_counts"].values()) == s["rows"], name
+        quality = s["label_precision"] if s["strategy"] == "pseudo" else s["pair_purity"]
+        assert quality is None if s["rows"] == 0 else 0.0 <= quality <= 1.0, name
+    assert sets["teacher_pairs"]["pair_purity"] == 1.0  # a clip's own captions
     assert re.search(r"tau \(DU, ADS\) = [0-9.]+", r.stdout)

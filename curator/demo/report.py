@@ -22,6 +22,7 @@ from curator.demo.stats import mean_interval
 from curator.store.sql import query
 from curator.store.store import Store
 from schemas.errors import ParameterError
+from schemas.sets import resolve_set
 
 # (folder name, row label, training loss): the paper's Table 2 in its order (SL = the teacher trained
 # on with soft labels on its own pairs, the control row), then our class-balanced rows.
@@ -125,32 +126,35 @@ def _set_stats(demo: Path, truth: dict[str, set[str]], main: dict[str, str]) -> 
             ref = f"{rec['name']}@{rec['version']}"
             item["label_counts"] = {str(k): v for k, v in (label_counts(store, ref) or {}).items()}
             if truth:
-                item.update(_purity(store, rec["name"], rec["version"], rec["strategy"], truth))
-                item["true_family_counts"] = _families(store, rec["name"], rec["version"], main)
+                # A set's catalog version is not its table's Lance version (a new table starts
+                # empty at Lance version 1): read the rows at the version the catalog recorded.
+                at = resolve_set(store.uri, ref).table_version
+                item.update(_purity(store, rec["name"], at, rec["strategy"], truth))
+                item["true_family_counts"] = _families(store, rec["name"], at, main)
         out.append(item)
     return out
 
 
-def _families(store, name: str, version: int, main: dict[str, str]) -> dict[str, int]:
+def _families(store, name: str, table_version: int, main: dict[str, str]) -> dict[str, int]:
     """How many of a set's rows have a clip of each true (main) family: its real class balance."""
     counts: dict[str, int] = {}
-    for r in query(store, f"select uri from set_{name}", at={f"set_{name}": version}).to_pylist():
+    for r in query(store, f"select uri from set_{name}", at={f"set_{name}": table_version}).to_pylist():
         fam = main.get(r["uri"].rsplit("/", 1)[-1] if r["uri"] else None, "?")
         counts[fam] = counts.get(fam, 0) + 1
     return dict(sorted(counts.items()))
 
 
-def _purity(store, name: str, version: int, strategy: str, truth: dict[str, set[str]]) -> dict:
+def _purity(store, name: str, table_version: int, strategy: str, truth: dict[str, set[str]]) -> dict:
     def base(uri):
         return uri.rsplit("/", 1)[-1] if uri else None
 
     if strategy == "pseudo":
-        rows = query(store, f"select uri, label from set_{name}", at={f"set_{name}": version}).to_pylist()
+        rows = query(store, f"select uri, label from set_{name}", at={f"set_{name}": table_version}).to_pylist()
         ok = [r["label"] in truth.get(base(r["uri"]), ()) for r in rows]
         return {"label_precision": sum(ok) / len(ok) if ok else None}
     rows = query(store, f"select s.uri as clip, a.uri as caption_clip from set_{name} s "
                         f"left join texts t using (text_id) left join audio a on a.audio_id = t.audio_id",
-                 at={f"set_{name}": version}).to_pylist()
+                 at={f"set_{name}": table_version}).to_pylist()
     ok = [bool(truth.get(base(r["clip"]), set()) & truth.get(base(r["caption_clip"]), set()))
           for r in rows if r["caption_clip"]]
     return {"pair_purity": sum(ok) / len(ok) if ok else None}
