@@ -64,3 +64,18 @@ def test_one_seed_has_no_interval():
     assert mean_interval([0.5])["half"] is None
     agg = aggregate([_report(0, (0.5, 0.6, 0.7))])
     assert agg["models"][0]["accuracy_ci"] == [None, None]
+
+
+def test_aggregate_sets_average_rows_purity_and_counts_with_missing_classes_as_zero():
+    runs = []
+    for seed, (rows, purity, counts) in enumerate([(10, 0.9, {"a": 6, "b": 4}), (20, 0.7, {"a": 20})]):
+        rep = _report(seed, (0.5, 0.6, 0.7))
+        rep["sets"] = [{"name": "ads", "strategy": "ads", "rows": rows, "pair_purity": purity,
+                        "label_counts": counts, "true_family_counts": counts},
+                       {"name": f"only_in_{seed}", "strategy": "du", "rows": 1}]
+        runs.append(rep)
+    sets = aggregate(runs)["sets"]
+    assert [s["name"] for s in sets] == ["ads"]  # only sets every seed has
+    ads = sets[0]
+    assert ads["rows_mean"] == 15 and ads["pair_purity_mean"] == pytest.approx(0.8)
+    assert ads["label_counts_mean"] == {"a": 13.0, "b": 2.0} and ads["label_precision_mean"] is None

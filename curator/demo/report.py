@@ -315,7 +315,34 @@ def aggregate(reports: list[dict], level: float = 0.95) -> dict:
             found_claims.append({"claim": f"{a} > {b}", "held": sum(d > 0 for d in diffs), "of": len(diffs),
                                  "diffs": diffs, "diff_mean": ci["mean"], "diff_ci": [ci["low"], ci["high"]],
                                  "diff_half": ci["half"]})
-    return {"seeds": [r.get("seed") for r in reports], "level": level, "models": rows, "claims": found_claims}
+    return {"seeds": [r.get("seed") for r in reports], "level": level, "models": rows, "claims": found_claims,
+            "sets": _aggregate_sets(reports)}
+
+
+def _mean_of(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _aggregate_sets(reports: list[dict]) -> list[dict]:
+    """Per set name found in every report: mean rows, mean pair purity / label precision and the mean
+    count of each label and of each true family (a class missing from a seed's set counts 0)."""
+    per_report = [{s["name"]: s for s in r.get("sets", [])} for r in reports]
+    names = sorted(set.intersection(*(set(p) for p in per_report))) if per_report else []
+    out = []
+    for name in names:
+        found = [p[name] for p in per_report]
+
+        def mean_counts(key):
+            classes = sorted({c for s in found for c in (s.get(key) or {})})
+            return {c: sum((s.get(key) or {}).get(c, 0) for s in found) / len(found) for c in classes}
+
+        out.append({"name": name, "strategy": found[0].get("strategy"), "rows_mean": _mean_of([s["rows"] for s in found]),
+                    "pair_purity_mean": _mean_of([s.get("pair_purity") for s in found]),
+                    "label_precision_mean": _mean_of([s.get("label_precision") for s in found]),
+                    "label_counts_mean": mean_counts("label_counts"),
+                    "true_family_counts_mean": mean_counts("true_family_counts")})
+    return out
 
 
 def _pm(mean: float, half: float | None) -> str:
@@ -341,12 +368,37 @@ def claims_table(agg: dict) -> str:
     return "\n".join(lines)
 
 
+def per_class_mean_table(agg: dict) -> str:
+    """Mean per-class zero-shot accuracy (%) of every row over the seeds."""
+    models = [{"label": m["label"], "per_class": m.get("per_class_mean", {})} for m in agg["models"]]
+    return per_class_table(models)
+
+
+def sets_mean_table(agg: dict) -> str:
+    lines = ["| set | rows | pair purity / label precision (%) | labels | true families of its clips |",
+             "|---|---|---|---|---|"]
+
+    def counts(c: dict) -> str:
+        return ", ".join(f"{k} {v:.0f}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])) or "—"
+
+    for s in agg.get("sets", []):
+        quality = s["label_precision_mean"] if s["strategy"] == "pseudo" else s["pair_purity_mean"]
+        lines.append(f"| {s['name']} | {s['rows_mean']:.0f} | {_pct(quality)} | {counts(s['label_counts_mean'])} | "
+                     f"{counts(s['true_family_counts_mean'])} |")
+    return "\n".join(lines)
+
+
 def write_aggregate(agg: dict, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "aggregate.json").write_text(json.dumps(agg, indent=2, sort_keys=True))
     md = [f"# Demo over seeds {', '.join(str(s) for s in agg['seeds'])}", "", aggregate_table(agg), "",
           "Claims: per-seed paired differences (row A − row B), their mean and Student-t interval, and the "
-          "number of seeds on which A > B held.", "", claims_table(agg), ""]
+          "number of seeds on which A > B held.", "", claims_table(agg), "",
+          "## Per-class zero-shot accuracy (%), mean over the seeds", "", per_class_mean_table(agg), ""]
+    if agg.get("sets"):
+        md += ["## Improvement sets, mean over the seeds", "",
+               "Rows, pair purity (pseudo-labels: precision) and per-class counts: the set's labels and the true "
+               "families of its clips (ground truth, analysis only).", "", sets_mean_table(agg), ""]
     (out / "aggregate.md").write_text("\n".join(md) + "\n")
     return out / "aggregate.md"
