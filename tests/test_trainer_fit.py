@@ -124,3 +124,19 @@ def test_eval_retrieval_on_a_set_and_registered_model_names(trained):
     r = cli.trainer("eval", "--model", out, "--label-set", "nope")
     assert r.code == 2 and "label set 'nope' has no prompts" in r.output and "tones" in r.output
     assert Path(out, "checkpoint.json").exists()
+
+
+def test_a_refused_fit_leaves_no_out_folder(trained):
+    """A fit refused before its first write (an unknown set version) exits 2 with one line and
+    creates nothing; an --out that existed before is left as it was."""
+    cli, root = trained["cli"], trained["root"]
+    out = root / "never"
+    r = cli.trainer("fit", "--set", "pairs@9", "--student-config", json.dumps(TINY_STUDENT), "--steps", "1",
+                    "--out", out)
+    assert r.code == 2 and r.output == "error: set 'pairs' has no version 9; versions: 1\n"
+    assert not out.exists()
+    kept = root / "kept"
+    kept.mkdir()
+    r = cli.trainer("fit", "--set", "pairs@9", "--student-config", json.dumps(TINY_STUDENT), "--steps", "1",
+                    "--out", kept)
+    assert r.code == 2 and kept.is_dir()

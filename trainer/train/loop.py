@@ -81,7 +81,18 @@ def _fit(cfg: FitConfig, obj: Objective, rt: Runtime, on_step) -> FitResult:
         held = read_checkpoint(out)
         raise TrainingError(f"{out} already holds a checkpoint (step {held.get('step')} of {held.get('total_steps')}); "
                             f"continue it with `{resume_command(cfg.store, cfg.out, rt.world)}` or choose another --out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fit_in(cfg, obj, rt, on_step, out)
+    except BaseException:
+        # A run refused before it wrote anything (a bad set, a wrong --init) leaves no empty --out behind.
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _fit_in(cfg: FitConfig, obj: Objective, rt: Runtime, on_step, out: Path) -> FitResult:
     obj.open()
     state = load_train_state(out) if cfg.resume else None
     if state:
