@@ -19,10 +19,12 @@ from pathlib import Path
 
 from curator.demo.stats import mean_interval
 
-# name: (set, replay set or None, replay ratio, loss)
+# name: (set, replay set or None, replay ratio, loss, the demo row it would replace)
 VARIANTS = {
-    "ADS+SL, replay 0.5": ("ads", "ds", 0.5, "soft"),
-    "ADS-bal+SL, replay 0.5": ("ads_bal", "ds", 0.5, "soft"),
+    "ADS+SL, replay 0.5": ("ads", "ds", 0.5, "soft", "ADS+SL"),
+    "ADS-bal+SL, replay 0.5": ("ads_bal", "ds", 0.5, "soft", "ADS-bal+SL"),
+    "ADS+SL, replay teacher pairs 0.5": ("ads", "replay", 0.5, "soft", "ADS+SL"),
+    "ADS-bal+SL, replay teacher pairs 0.5": ("ads_bal", "replay", 0.5, "soft", "ADS-bal+SL"),
 }
 COMPARE = ("Teacher", "SL", "ADS+SL", "ADS-bal+SL")
 STUDENT = ["--steps", "20", "--batch-size", "32", "--lr", "2e-4", "--log-every", "5"]
@@ -37,7 +39,7 @@ def _run(cmd: list[str], store: Path) -> str:
 
 
 def variant_accuracy(demo: Path, name: str, spec: tuple, seed: int) -> float:
-    set_name, replay, ratio, loss = spec
+    set_name, replay, ratio, loss, _ = spec
     out = demo / "runs" / ("variant_" + "".join(c if c.isalnum() else "_" for c in name))
     evals = out / "eval.json"
     if not evals.exists():
@@ -76,12 +78,10 @@ def main() -> None:
     for name, xs in rows.items():
         print(f"| {name} | {pm(xs)} | {' / '.join(f'{100 * x:.1f}' for x in xs)} |")
     print("\n| paired difference | points, mean ± 95 % CI | held on |\n|---|---|---|")
-    for a_name, b_name in (("ADS+SL, replay 0.5", "ADS+SL"), ("ADS+SL, replay 0.5", "SL"),
-                           ("ADS+SL, replay 0.5", "Teacher"), ("ADS-bal+SL, replay 0.5", "ADS-bal+SL"),
-                           ("ADS-bal+SL, replay 0.5", "SL"), ("ADS-bal+SL", "SL"), ("ADS-bal+SL", "ADS+SL")):
+    pairs = [(name, other) for name, spec in VARIANTS.items() for other in (spec[4], "SL", "Teacher")]
+    for a_name, b_name in pairs + [("ADS-bal+SL", "SL"), ("ADS-bal+SL", "ADS+SL")]:
         d = [x - y for x, y in zip(rows[a_name], rows[b_name])]
         print(f"| {a_name} − {b_name} | {pm(d)} | {sum(x > 0 for x in d)}/{len(d)} |")
-
 
 if __name__ == "__main__":
     main()
