@@ -11,6 +11,7 @@
 #   C  B + metadata fusion (city embedding + time MLP)            (--fuse-metadata)
 #   R1 pseudo-label the unlabelled clips with B, fine-tune B on labelled + pseudo-labelled clips
 #   R1-flex  the same round with FlexMatch class-wise thresholds (--per-class-threshold flexmatch)
+#   R1-quant the same round with quantile class-wise thresholds (--per-class-threshold quantile)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 
@@ -88,6 +89,14 @@ fit hybrid_r1_flex scenes_r1_flex --lambda 0.1 --epochs "$EPOCHS1" --init "$WORK
 evaluate hybrid_r1_flex --truth "$WORK/train/ground_truth.csv" --pseudo-set scenes_pl_flex
 PL_FLEX=$(sed -n 's/^pseudo-labels of \([^:]*\): \([0-9]*\)\/\([0-9]*\) right.*/\2 of \3 (\1)/p' "$WORK/eval_hybrid_r1_flex.txt")
 
+stage "round 1 with class-wise quantile thresholds: every class keeps the global τ's acceptance rate"
+curator pseudo-label --model clf_r0 --classifier "$WORK/runs/hybrid_r0" --label-set scenes --name scenes_pl_quant \
+  --min-confidence "$MIN_CONF" --per-class-threshold quantile --audio-where "source = 'scenes' and len(labels) = 0"
+curator build union --name scenes_r1_quant --from scenes_lab --from scenes_pl_quant
+fit hybrid_r1_quant scenes_r1_quant --lambda 0.1 --epochs "$EPOCHS1" --init "$WORK/runs/hybrid_r0"
+evaluate hybrid_r1_quant --truth "$WORK/train/ground_truth.csv" --pseudo-set scenes_pl_quant
+PL_QUANT=$(sed -n 's/^pseudo-labels of \([^:]*\): \([0-9]*\)\/\([0-9]*\) right.*/\2 of \3 (\1)/p' "$WORK/eval_hybrid_r1_quant.txt")
+
 stage "lineage of the round-1 training set"
 curator sets show scenes_r1
 
@@ -96,12 +105,15 @@ printf '  %-44s %s\n' "A  audio-only (labelled)" "${ACC[audio_only]}" \
   "B  hybrid + context text (labelled)" "${ACC[hybrid_r0]}" \
   "C  hybrid + metadata fusion (labelled)" "${ACC[fused_r0]}" \
   "R1 hybrid, labelled + pseudo-labelled" "${ACC[hybrid_r1]}" \
-  "R1-flex the same, class-wise thresholds" "${ACC[hybrid_r1_flex]}"
-echo "  pseudo-labels right: $PL (global); $PL_FLEX (class-wise)"
+  "R1-flex the same, FlexMatch class-wise thresholds" "${ACC[hybrid_r1_flex]}" \
+  "R1-quant the same, quantile class-wise thresholds" "${ACC[hybrid_r1_quant]}"
+echo "  pseudo-labels right: $PL (global); $PL_FLEX (FlexMatch); $PL_QUANT (quantile)"
 # The same figures as JSON, for scripts/scenes_experiment.sh to fold over seeds.
 python -c 'import json, sys; seed, out, *kv = sys.argv[1:]
 acc = {k: float(v) for k, v in zip(kv[::2], kv[1::2])}
 json.dump({"seed": int(seed), "accuracy": acc}, open(out, "w"), indent=1)' "$SEED" "$WORK/summary.json" \
-  A "${ACC[audio_only]}" B "${ACC[hybrid_r0]}" C "${ACC[fused_r0]}" R1 "${ACC[hybrid_r1]}" R1-flex "${ACC[hybrid_r1_flex]}"
+  A "${ACC[audio_only]}" B "${ACC[hybrid_r0]}" C "${ACC[fused_r0]}" R1 "${ACC[hybrid_r1]}" R1-flex "${ACC[hybrid_r1_flex]}" \
+  R1-quant "${ACC[hybrid_r1_quant]}"
 curator sets show scenes_pl
 curator sets show scenes_pl_flex
+curator sets show scenes_pl_quant

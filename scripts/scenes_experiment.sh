@@ -44,7 +44,8 @@ lines = [f"# Scenes over seeds {', '.join(str(r['seed']) for r in runs)}", "",
          "| stage | test accuracy (%), mean ± 95 % CI | per seed |", "|---|---|---|"]
 lines += [f"| {s} | {pm(acc[s])} | {' / '.join(f'{100 * x:.1f}' for x in acc[s])} |" for s in stages]
 lines += ["", "| paired difference | points, mean ± 95 % CI | held on |", "|---|---|---|"]
-for a, b in (("R1-flex", "R1"), ("R1", "B"), ("R1-flex", "B"), ("B", "A"), ("C", "B")):
+for a, b in (("R1-flex", "R1"), ("R1-quant", "R1"), ("R1", "B"), ("R1-flex", "B"), ("R1-quant", "B"), ("B", "A"),
+             ("C", "B")):
     d = [x - y for x, y in zip(acc[a], acc[b])]
     lines.append(f"| {a} − {b} | {pm(d)} | {sum(x > 0 for x in d)}/{len(d)} seeds |")
 open(out, "w").write("\n".join(lines) + "\n")
