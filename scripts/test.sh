@@ -14,5 +14,6 @@ lint-imports --no-cache >/dev/null || { lint-imports --no-cache; exit 1; }
 ruff check .
 # Two workers by default (CI has 2 cores): most tests wait on subprocess start-up, audio I/O and
 # single-threaded torch, so two at a time roughly halve the wall time; whole files go to one worker
-# (their module fixtures are built once). CURATOR_TEST_WORKERS=0 runs in one process.
-python -m pytest -n "${CURATOR_TEST_WORKERS:-2}" --dist loadfile "$@"
+# (their module fixtures are built once), in collection order, where conftest.py puts the slow ones
+# first so they do not end the run alone. CURATOR_TEST_WORKERS=0 runs in one process.
+python -m pytest -n "${CURATOR_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

@@ -98,3 +98,10 @@ class Cli:
 @pytest.fixture
 def cli(store_uri):
     return Cli(store_uri)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow (the end-to-end demo, the kill -9 campaign) first: under the two xdist
+    workers of scripts/test.sh their files then start at once instead of ending the run alone
+    (the demo test alone is ~5 of the suite's minutes). The order is otherwise unchanged."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
