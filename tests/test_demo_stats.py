@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from curator.demo.report import aggregate, claims_table
+from curator.demo.aggregate import aggregate, claims_table
 from curator.demo.stats import mean_interval, t_quantile
 
 # t_{0.975, ν} from any printed table (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2)

@@ -121,6 +121,7 @@ def report_cmd(demo_dirs, aggregate, out):
     import json
     from pathlib import Path
 
+    from curator.demo import aggregate as over_seeds
     from curator.demo import report
     from schemas.errors import ParameterError
 
@@ -141,11 +142,11 @@ def report_cmd(demo_dirs, aggregate, out):
     for d in demo_dirs:
         saved = Path(d) / "report" / "report.json"
         reports.append(json.loads(saved.read_text()) if saved.exists() else report.collect(d))
-    agg = report.aggregate(reports)
-    md = report.write_aggregate(agg, out)
-    click.echo(report.aggregate_table(agg))
+    agg = over_seeds.aggregate(reports)
+    md = over_seeds.write_aggregate(agg, out)
+    click.echo(over_seeds.aggregate_table(agg))
     click.echo("")
-    click.echo(report.claims_table(agg))
+    click.echo(over_seeds.claims_table(agg))
     click.echo(f"report: {md}")
 
 
