@@ -9,9 +9,10 @@ reference keep exactly the same pairs. Every kept pair is then stored with its c
 (`exact.threshold_block`), never the block score.
 
 On CPU the fp32 product runs through torch (MKL) or numpy (OpenBLAS), whichever is faster here
-(timed on the first large blocks of a process), into the same zero-copy buffer; on a GPU through torch. The two round
-the same product differently (~1e-8), which is why only the canonical score is ever stored: the
-choice may differ between processes, the stored scores (and so a set's content hash) do not.
+(timed on the first large blocks of a process, `BlasTrial`), into the same zero-copy buffer; on a
+GPU through torch. The two round the same product differently (~1e-8), which is why only the
+canonical score is ever stored: the choice may differ between processes, the stored scores (and
+so a set's content hash) do not.
 
 Margins: fp32 matmul error on unit vectors is below d * 2^-24 in the worst case, so the margin is
 max(1e-4, d * 2^-23). bf16 inputs are each off by <= 2^-9 relative, so the product is off by
