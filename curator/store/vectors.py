@@ -239,15 +239,20 @@ class VectorBlocks:
         return out[:row]
 
 
+def _open(store, model_id: str, modality: str):
+    """(table name, Lance dataset, vector dim, schema metadata) of a model's embedding table."""
+    name, ds = _dataset(store, model_id, modality)
+    meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
+    return name, ds, _vector_dim(ds.schema, name), meta
+
+
 def open_vectors(store, model_id: str, modality: str, ids=None) -> VectorBlocks:
     """The vectors of `model_id`'s `modality` table (or of the given ids, in table order), unread.
 
     Requested ids with no vector are skipped and counted in `.missing`; duplicate rows of one id
     (an interrupted embed) keep the first.
     """
-    name, ds = _dataset(store, model_id, modality)
-    dim = _vector_dim(ds.schema, name)
-    meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
+    name, ds, dim, meta = _open(store, model_id, modality)
     positions, sel_ids, missing = _select(ds, ID_COLUMN[modality], ids)
     return VectorBlocks(model_id, modality, name, int(ds.version), sel_ids, dim, ds, positions, missing, meta)
 
@@ -268,9 +273,7 @@ def _read_whole_table(store, model_id: str, modality: str) -> Vectors:
     """Every row, read while a second thread reads the ids and checks them for duplicates (both
     release the GIL): the id work was a quarter of the read of 500 k x 1024 vectors. In the rare
     case of duplicate ids (an interrupted embed), the first rows are then picked out of the array."""
-    name, ds = _dataset(store, model_id, modality)
-    dim = _vector_dim(ds.schema, name)
-    meta = {k.decode(): v.decode() for k, v in (ds.schema.metadata or {}).items()}
+    name, ds, dim, meta = _open(store, model_id, modality)
     src = VectorBlocks(model_id, modality, name, int(ds.version), pa.array([], pa.string()), dim, ds, None, 0, meta)
     with ThreadPoolExecutor(1, thread_name_prefix="vector-ids") as pool:
         selected = pool.submit(_select, ds, ID_COLUMN[modality], None)
