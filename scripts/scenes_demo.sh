@@ -74,46 +74,40 @@ stage "round 1: pseudo-label the unlabelled clips with B"
 curator models add clf_r0 --kind checkpoint "$WORK/runs/hybrid_r0"
 curator embed --model clf_r0 --audio --where "source = 'scenes'"
 curator embed --model clf_r0 --texts --where "label_set = 'scenes'"
-curator pseudo-label --model clf_r0 --classifier "$WORK/runs/hybrid_r0" --label-set scenes --name scenes_pl \
-  --min-confidence "$MIN_CONF" --audio-where "source = 'scenes' and len(labels) = 0"
-curator build union --name scenes_r1 --from scenes_lab --from scenes_pl
-fit hybrid_r1 scenes_r1 --lambda 0.1 --epochs "$EPOCHS1" --init "$WORK/runs/hybrid_r0"
-evaluate hybrid_r1 --truth "$WORK/train/ground_truth.csv" --pseudo-set scenes_pl
-PL=$(sed -n 's/^pseudo-labels of \([^:]*\): \([0-9]*\)\/\([0-9]*\) right.*/\2 of \3 (\1)/p' "$WORK/eval_hybrid_r1.txt")
+declare -A PL
+round1() {  # round1 KEY SUFFIX [pseudo-label options...]: label the unlabelled clips with B, union them
+  # with the labelled set, fine-tune B on it, evaluate (and check the labels against ground truth)
+  local key=$1 sfx=$2; shift 2
+  curator pseudo-label --model clf_r0 --classifier "$WORK/runs/hybrid_r0" --label-set scenes --name "scenes_pl$sfx" \
+    --min-confidence "$MIN_CONF" --audio-where "source = 'scenes' and len(labels) = 0" "$@"
+  curator build union --name "scenes_r1$sfx" --from scenes_lab --from "scenes_pl$sfx"
+  fit "hybrid_r1$sfx" "scenes_r1$sfx" --lambda 0.1 --epochs "$EPOCHS1" --init "$WORK/runs/hybrid_r0"
+  evaluate "hybrid_r1$sfx" --truth "$WORK/train/ground_truth.csv" --pseudo-set "scenes_pl$sfx"
+  PL[$key]=$(sed -n 's/^pseudo-labels of \([^:]*\): \([0-9]*\)\/\([0-9]*\) right.*/\2 of \3 (\1)/p' "$WORK/eval_hybrid_r1$sfx.txt")
+}
+round1 global ""
 
 stage "round 1 with class-wise thresholds: FlexMatch lowers the bar of the classes B is rarely sure of"
-curator pseudo-label --model clf_r0 --classifier "$WORK/runs/hybrid_r0" --label-set scenes --name scenes_pl_flex \
-  --min-confidence "$MIN_CONF" --per-class-threshold flexmatch --audio-where "source = 'scenes' and len(labels) = 0"
-curator build union --name scenes_r1_flex --from scenes_lab --from scenes_pl_flex
-fit hybrid_r1_flex scenes_r1_flex --lambda 0.1 --epochs "$EPOCHS1" --init "$WORK/runs/hybrid_r0"
-evaluate hybrid_r1_flex --truth "$WORK/train/ground_truth.csv" --pseudo-set scenes_pl_flex
-PL_FLEX=$(sed -n 's/^pseudo-labels of \([^:]*\): \([0-9]*\)\/\([0-9]*\) right.*/\2 of \3 (\1)/p' "$WORK/eval_hybrid_r1_flex.txt")
+round1 flex _flex --per-class-threshold flexmatch
 
 stage "round 1 with class-wise quantile thresholds: every class keeps the global τ's acceptance rate"
-curator pseudo-label --model clf_r0 --classifier "$WORK/runs/hybrid_r0" --label-set scenes --name scenes_pl_quant \
-  --min-confidence "$MIN_CONF" --per-class-threshold quantile --audio-where "source = 'scenes' and len(labels) = 0"
-curator build union --name scenes_r1_quant --from scenes_lab --from scenes_pl_quant
-fit hybrid_r1_quant scenes_r1_quant --lambda 0.1 --epochs "$EPOCHS1" --init "$WORK/runs/hybrid_r0"
-evaluate hybrid_r1_quant --truth "$WORK/train/ground_truth.csv" --pseudo-set scenes_pl_quant
-PL_QUANT=$(sed -n 's/^pseudo-labels of \([^:]*\): \([0-9]*\)\/\([0-9]*\) right.*/\2 of \3 (\1)/p' "$WORK/eval_hybrid_r1_quant.txt")
+round1 quant _quant --per-class-threshold quantile
 
 stage "lineage of the round-1 training set"
 curator sets show scenes_r1
 
 stage "summary (seed $SEED, test accuracy on $TEST_CLIPS held-out clips, $(( $(date +%s) - T0 )) s)"
-printf '  %-44s %s\n' "A  audio-only (labelled)" "${ACC[audio_only]}" \
+printf '  %-52s %s\n' "A  audio-only (labelled)" "${ACC[audio_only]}" \
   "B  hybrid + context text (labelled)" "${ACC[hybrid_r0]}" \
   "C  hybrid + metadata fusion (labelled)" "${ACC[fused_r0]}" \
   "R1 hybrid, labelled + pseudo-labelled" "${ACC[hybrid_r1]}" \
   "R1-flex the same, FlexMatch class-wise thresholds" "${ACC[hybrid_r1_flex]}" \
   "R1-quant the same, quantile class-wise thresholds" "${ACC[hybrid_r1_quant]}"
-echo "  pseudo-labels right: $PL (global); $PL_FLEX (FlexMatch); $PL_QUANT (quantile)"
+echo "  pseudo-labels right: ${PL[global]} (global); ${PL[flex]} (FlexMatch); ${PL[quant]} (quantile)"
 # The same figures as JSON, for scripts/scenes_experiment.sh to fold over seeds.
 python -c 'import json, sys; seed, out, *kv = sys.argv[1:]
 acc = {k: float(v) for k, v in zip(kv[::2], kv[1::2])}
 json.dump({"seed": int(seed), "accuracy": acc}, open(out, "w"), indent=1)' "$SEED" "$WORK/summary.json" \
   A "${ACC[audio_only]}" B "${ACC[hybrid_r0]}" C "${ACC[fused_r0]}" R1 "${ACC[hybrid_r1]}" R1-flex "${ACC[hybrid_r1_flex]}" \
   R1-quant "${ACC[hybrid_r1_quant]}"
-curator sets show scenes_pl
-curator sets show scenes_pl_flex
-curator sets show scenes_pl_quant
+for sfx in "" _flex _quant; do curator sets show "scenes_pl$sfx"; done
