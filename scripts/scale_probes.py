@@ -180,6 +180,48 @@ def probe_read_npy(a) -> dict:
     return _read_growth(lambda: np.load(Path(a.work) / "audio.npy"))
 
 
+READ_ROUNDS = 7
+
+
+def probe_read_rounds(a) -> dict:
+    """The read ratio, routes interleaved round by round in one process. Fresh multi-GB arrays on this
+    VM cost 0.4-2 s at random (the host backs freed guest memory lazily), so one read of each route is
+    a lottery; interleaving gives both routes the same spells and the median is robust to them.
+    Routes: `np.load` of the vectors; our read of the vectors alone (the same bytes); `read_vectors`,
+    which also reads the ids and checks them for duplicates, against `np.load` plus the ids from the
+    parquet shards (what a user holding .npy files and an id list would do)."""
+    import pyarrow.parquet as pq
+
+    from curator.store.store import Store
+    from curator.store.vectors import read_vectors, whole_table
+
+    work, store = Path(a.work), Store.open(str(Path(a.work) / "store"))
+    shards = sorted((work / "shards").glob("*.parquet"))
+
+    def npy_and_ids():
+        ids = [pq.read_table(s, columns=["id"]).column(0) for s in shards]
+        return np.load(work / "audio.npy"), ids
+
+    routes = {
+        "npy": lambda: np.load(work / "audio.npy"),
+        "ours_vectors": lambda: whole_table(store, MODEL, "audio").read(a.clips),
+        "npy_ids": npy_and_ids,
+        "ours_read_vectors": lambda: read_vectors(store, MODEL, "audio"),
+    }
+    seconds: dict[str, list[float]] = {k: [] for k in routes}
+    for _ in range(READ_ROUNDS + 1):  # the first round warms imports and the page cache: dropped
+        for name, read in routes.items():
+            t0 = time.perf_counter()
+            got = read()
+            seconds[name].append(time.perf_counter() - t0)
+            del got
+    out = {}
+    for name, times in seconds.items():
+        times = sorted(times[1:])
+        out[name] = {"min": times[0], "median": times[len(times) // 2], "all": times}
+    return {"rounds": READ_ROUNDS, "gb": a.clips * a.dim * 4 / 1e9, **out}
+
+
 def _sub(a):
     A = np.array(np.load(Path(a.work) / "audio.npy", mmap_mode="r")[: a.sub_clips])
     T = np.load(Path(a.work) / "text.npy")
@@ -272,4 +314,5 @@ def probe_write(a) -> dict:
 
 
 PROBES = {"setup": setup, "peak": probe_peak, "read_store": probe_read_store, "read_npy": probe_read_npy,
+          "read_rounds": probe_read_rounds,
           "exact_sub": probe_exact_sub, "topk_sub": probe_topk_sub, "faiss_sub": probe_faiss_sub, "query": probe_query, "write": probe_write}

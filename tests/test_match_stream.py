@@ -74,11 +74,13 @@ def test_max_memory_rejects_nonsense(cli, pool):
 
 
 def test_vector_blocks_read_take_and_blocks_agree(pool):
-    from curator.store.vectors import open_vectors
+    from curator.store.vectors import open_vectors, read_vectors, whole_table
 
     src = open_vectors(pool["store"], "clapx", "audio")
     full = src.read()
     assert full.shape == (2000, 48)
+    np.testing.assert_array_equal(read_vectors(pool["store"], "clapx", "audio").vecs, full)
+    np.testing.assert_array_equal(whole_table(pool["store"], "clapx", "audio").read(2000), full)
     joined = np.concatenate([v.copy() for _, v in src.blocks(300)])
     np.testing.assert_array_equal(joined, full)
     idx = np.array([1999, 3, 3, 700])

@@ -35,6 +35,9 @@ def test_bench_scale_small_has_every_stage_and_ratio(tmp_path):
     by = {r["stage"]: r for r in data["stages"]}
     assert by["query: streamed vs in-memory pairs"]["note"] == "pairs differing: 0"
     assert data["probes"]["exact_sub"]["pairs"] > 0
+    reads = data["probes"]["read_rounds"]
+    for route in ("npy", "ours_vectors", "npy_ids", "ours_read_vectors"):
+        assert len(reads[route]["all"]) == reads["rounds"] and 0 < reads[route]["min"] <= reads[route]["median"]
     text = out.read_text()
     for stage in STAGES:
         assert f"| {stage} |" in text
