@@ -97,7 +97,7 @@ def curator(store: Path, *args) -> dict:
 def probe(a, name: str) -> dict:
     cmd = [sys.executable, __file__, "--probe", name, "--work", str(a.work), "--clips", str(a.clips),
            "--captions", str(a.captions), "--dim", str(a.dim), "--match-captions", str(a.match_captions),
-           "--sub-clips", str(a.sub_clips), "--query-rows", str(a.query_rows)]
+           "--sub-clips", str(a.sub_clips), "--query-rows", str(a.query_rows), "--read-rounds", str(a.read_rounds)]
     res = run_inline(lambda: PROBES[name](a)) if IN_PROCESS else run_process(cmd, ROOT)
     lines = [ln for ln in res["output"].splitlines() if ln.startswith("RESULT ")]
     if res["rc"] or not lines:
@@ -195,6 +195,8 @@ def main() -> None:
     ap.add_argument("--query-rows", type=int, default=None, help="rows for the query ratio (default min(1 M, clips))")
     ap.add_argument("--stream-memory", default="2GB", help="--max-memory of the streamed match")
     ap.add_argument("--peak-seconds", type=float, default=5.0)
+    ap.add_argument("--read-rounds", type=int, default=7,
+                    help="interleaved rounds of the read ratio (each reads the vectors four times)")
     ap.add_argument("--work", default=None, help="work folder (default: a temp folder, deleted at the end)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--out", default="docs/bench/scale.md")
@@ -220,7 +222,7 @@ def main() -> None:
         raw = json.loads(Path(a.render).read_text())
         a.hot_paths = raw["args"].get("hot_paths") == "True"
         for k, v in raw["args"].items():
-            if k in ("clips", "captions", "dim", "match_captions", "sub_clips", "query_rows"):
+            if k in ("clips", "captions", "dim", "match_captions", "sub_clips", "query_rows", "read_rounds"):
                 setattr(a, k, int(v))
             elif k == "pass_fraction":
                 a.pass_fraction = float(v)

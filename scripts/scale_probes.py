@@ -180,9 +180,6 @@ def probe_read_npy(a) -> dict:
     return _read_growth(lambda: np.load(Path(a.work) / "audio.npy"))
 
 
-READ_ROUNDS = 7
-
-
 def probe_read_rounds(a) -> dict:
     """The read ratio, routes interleaved round by round in one process. Fresh multi-GB arrays on this
     VM cost 0.4-2 s at random (the host backs freed guest memory lazily), so one read of each route is
@@ -209,7 +206,7 @@ def probe_read_rounds(a) -> dict:
         "ours_read_vectors": lambda: read_vectors(store, MODEL, "audio"),
     }
     seconds: dict[str, list[float]] = {k: [] for k in routes}
-    for _ in range(READ_ROUNDS + 1):  # the first round warms imports and the page cache: dropped
+    for _ in range(a.read_rounds + 1):  # the first round warms imports and the page cache: dropped
         for name, read in routes.items():
             t0 = time.perf_counter()
             got = read()
@@ -219,7 +216,7 @@ def probe_read_rounds(a) -> dict:
     for name, times in seconds.items():
         times = sorted(times[1:])
         out[name] = {"min": times[0], "median": times[len(times) // 2], "all": times}
-    return {"rounds": READ_ROUNDS, "gb": a.clips * a.dim * 4 / 1e9, **out}
+    return {"rounds": a.read_rounds, "gb": a.clips * a.dim * 4 / 1e9, **out}
 
 
 def _sub(a):

@@ -17,7 +17,8 @@ def _div(x: float, y: float) -> float:
 
 def _command(a) -> str:
     opts = [("--clips", a.clips), ("--captions", a.captions), ("--dim", a.dim), ("--match-captions", a.match_captions),
-            ("--pass-fraction", a.pass_fraction), ("--sub-clips", a.sub_clips), ("--query-rows", a.query_rows)]
+            ("--pass-fraction", a.pass_fraction), ("--sub-clips", a.sub_clips), ("--query-rows", a.query_rows),
+            ("--read-rounds", a.read_rounds)]
     return "python scripts/bench_scale.py " + " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                                                        for k, v in opts) + (" --hot-paths" if a.hot_paths else "")
 
