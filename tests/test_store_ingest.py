@@ -243,3 +243,25 @@ def test_compressed_formats_ingest_with_their_header_fields(tmp_path, store):
     assert rows["ogg"]["format"] == "OGG" and rows["ogg"]["sample_rate"] == 48000
     assert rows["flac"]["duration_s"] == pytest.approx(2.0)
     assert rows["mp3"]["format"] == "MP3" and rows["mp3"]["duration_s"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_upsert_inserts_each_new_key_once_keeping_the_first_row(tmp_path):
+    """One key column and several: duplicates inside a write keep their first row, keys already in
+    the table are skipped, and the count returned is what was inserted."""
+    from schemas.tables import CANDIDATES
+
+    store = Store.open(str(tmp_path / "store"))
+    cands = lambda rows: pa.Table.from_pylist(  # noqa: E731
+        [{"run_id": r, "text_id": t, "audio_id": a, "score": s, "rank": 1} for r, t, a, s in rows], schema=CANDIDATES)
+    assert store.upsert("candidates", cands([("r", "t1", "a1", 0.1), ("r", "t1", "a2", 0.2)])) == 2
+    second = cands([("r", "t1", "a2", 0.9), ("r", "t2", "a1", 0.3), ("r", "t2", "a1", 0.4), ("s", "t1", "a1", 0.5)])
+    assert store.upsert("candidates", second) == 2
+    got = {(r["run_id"], r["text_id"], r["audio_id"]): round(r["score"], 3) for r in store.read("candidates").to_pylist()}
+    assert got == {("r", "t1", "a1"): 0.1, ("r", "t1", "a2"): 0.2, ("r", "t2", "a1"): 0.3, ("s", "t1", "a1"): 0.5}
+
+    texts = lambda rows: pa.Table.from_pylist(  # noqa: E731
+        [{"text_id": i, "text": t, "kind": "caption", "source": "s"} for i, t in rows])
+    assert store.upsert("texts", texts([("c3", "caption 3"), ("c1", "caption 1"), ("c3", "later"), ("c2", "caption 2")])) == 3
+    assert store.upsert("texts", texts([("c1", "again"), ("c4", "new")])) == 1
+    texts = {r["text_id"]: r["text"] for r in store.read("texts").to_pylist()}
+    assert texts == {"c1": "caption 1", "c2": "caption 2", "c3": "caption 3", "c4": "new"}

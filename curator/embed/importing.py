@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from curator.embed.pending import SOURCE, done_ids
 from curator.embed.writer import ensure_table, insert_vectors, table_schema, vectors_table
 from curator.models.registry import ModelRecord, get_model
-from curator.store.store import Store, now
+from curator.store.store import Store, is_in, now
 from curator.store.vectors import ID_COLUMN
 from schemas.errors import MixedModelsError, ModelError, ParameterError, StoreError
 from schemas.tables import IMPORTS
@@ -266,7 +266,7 @@ class _Importer:
         if dup:
             raise ParameterError(f"{path}: {dup} duplicate id(s)")
         id_arr = pa.array(ids, pa.string())
-        unknown = pc.invert(pc.is_in(id_arr, value_set=self.known)).to_numpy(zero_copy_only=False)
+        unknown = pc.invert(is_in(id_arr, self.known)).to_numpy(zero_copy_only=False)
         if unknown.any():
             sample = ", ".join(id_arr.filter(pa.array(unknown)).to_pylist()[:3])
             raise ParameterError(f"{path}: {int(unknown.sum())} id(s) not in table {self.source}, e.g. {sample}")
@@ -275,7 +275,7 @@ class _Importer:
     def write(self, ids: list, vecs: np.ndarray) -> int:
         """Append the rows whose id has no vector yet; return how many."""
         id_arr = pa.array(ids, pa.string())
-        keep = np.flatnonzero(pc.invert(pc.is_in(id_arr, value_set=self.done)).to_numpy(zero_copy_only=False))
+        keep = np.flatnonzero(pc.invert(is_in(id_arr, self.done)).to_numpy(zero_copy_only=False))
         step = chunk_rows(self.record.dim)
         for s in range(0, len(keep), step):
             part = keep[s:s + step]
