@@ -21,7 +21,7 @@ import pyarrow as pa
 import soundfile as sf
 
 from curator.ingest.sources import ClipSpec
-from curator.store.store import Store, now
+from curator.store.store import Store, is_in, now
 from schemas.errors import CuratorError
 from schemas.ids import audio_id as make_audio_id
 from schemas.tables import AUDIO
@@ -146,6 +146,8 @@ def _write_rows(store: Store, rows: list[dict], report: IngestReport) -> None:
     changed = []
     if store.has("audio"):
         known = store.read("audio", columns=["audio_id", "sha1"])
+        # Only this batch's clips become Python objects: the table can hold millions.
+        known = known.filter(is_in(known.column("audio_id"), pa.array([r["audio_id"] for r in rows], pa.string())))
         old = dict(zip(known.column("audio_id").to_pylist(), known.column("sha1").to_pylist()))
         changed = [r for r in rows if r["audio_id"] in old and old[r["audio_id"]] != r["sha1"]]
     added = store.upsert("audio", pa.Table.from_pylist(rows, schema=AUDIO))
