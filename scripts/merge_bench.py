@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-ORDER = ["startup", "store", "embed", "match", "scale", "hot_paths", "hot_paths_notes", "gpu", "train", "demo"]
+ORDER = ["startup", "store", "embed", "match", "scale", "scale_notes", "hot_paths", "hot_paths_notes", "gpu", "train", "demo"]
 root = Path(__file__).resolve().parents[1] / "docs"
 sections = sorted((root / "bench").glob("*.md"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem))
 head = ("# Benchmarks\n\nEvery figure below is written by a `scripts/bench_*.py` run (its section names the "

@@ -303,7 +303,7 @@ def format_lineage(node, indent: int = 0) -> list[str]:
 class SetDiff:
     a: ResolvedSet
     b: ResolvedSet
-    added: pa.Table  # rows in b, not in a (by audio_id, text_id)
+    added: pa.Table  # rows in b, not in a (by audio_id, text_id); every column but the vectors
     removed: pa.Table  # rows in a, not in b
     common: int
 
@@ -312,9 +312,17 @@ def _keys(table: pa.Table) -> list[tuple]:
     return list(zip(*(table.column(k).to_pylist() for k in KEY)))
 
 
+def _without_vectors(rows: pa.Table) -> pa.Table:
+    return rows.select([f.name for f in rows.schema if not pa.types.is_fixed_size_list(f.type)])
+
+
 def diff_sets(store: Store, ref_a: str, ref_b: str) -> SetDiff:
+    """Rows added and removed between two set versions (both verified against the catalog). The
+    changed rows come without their vector columns: copying them doubled the memory of a diff."""
     rows_a, a = read_set(store.uri, ref_a)
+    rows_a = _without_vectors(rows_a)
     rows_b, b = read_set(store.uri, ref_b)
+    rows_b = _without_vectors(rows_b)
     keys_a, keys_b = _keys(rows_a), _keys(rows_b)
     set_a, set_b = set(keys_a), set(keys_b)
     added = rows_b.filter(pa.array([k not in set_a for k in keys_b], pa.bool_()))

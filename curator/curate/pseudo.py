@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curator.curate.catalog import SET_INPUT
 from curator.curate.rows import assemble, label_classes, select_clips, start_build, vector_source
@@ -115,19 +116,21 @@ def _from_classifier(path: str, store: Store, audio_ids: list[str], classes: lis
     return probability_stats(full)
 
 
-def _cap(labels: np.ndarray, conf: np.ndarray, audio_ids: list[str], keep: np.ndarray, cap: int | None):
-    """Indices kept, at most `cap` per class: the most confident first, ties by audio_id."""
-    idx = np.nonzero(keep)[0]
-    order = sorted(idx.tolist(), key=lambda i: (int(labels[i]), -float(conf[i]), audio_ids[i]))
-    if cap is None:
-        return np.array(sorted(order), np.int64)
-    taken, out = {}, []
-    for i in order:
-        c = int(labels[i])
-        if taken.get(c, 0) < cap:
-            taken[c] = taken.get(c, 0) + 1
-            out.append(i)
-    return np.array(sorted(out), np.int64)
+def _cap(labels: np.ndarray, conf: np.ndarray, audio_ids: pa.Array, keep: np.ndarray, cap: int | None):
+    """Indices kept, at most `cap` per class: the most confident first, ties by audio_id.
+
+    One Arrow sort by (class, -confidence, audio_id): a Python sort of millions of kept clips held
+    ~0.5 GB of key tuples."""
+    idx = np.flatnonzero(keep).astype(np.int64)
+    if cap is None or len(idx) == 0:
+        return idx
+    lab = np.asarray(labels)[idx].astype(np.int64)
+    by = pa.table({"label": lab, "neg_conf": -np.asarray(conf, np.float64)[idx], "id": audio_ids.take(pa.array(idx))})
+    order = pc.sort_indices(by, [("label", "ascending"), ("neg_conf", "ascending"), ("id", "ascending")]).to_numpy()
+    lab = lab[order]
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])  # first row of each class in the sorted order
+    rank = np.arange(len(lab)) - np.repeat(starts, np.diff(np.r_[starts, len(lab)]))
+    return np.sort(idx[order][rank < cap])
 
 
 def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_contaminated: bool = False) -> Build:
@@ -135,13 +138,13 @@ def build_pseudo(store: Store, model_name: str, opts: PseudoOptions, allow_conta
     model, lin = start_build(store, model_name)
     classes, p_ids, p_texts, class_vecs = label_classes(store, lin, opts.label_set, model)
     clips = select_clips(store, lin, opts.audio_where, "--audio-where", allow_contaminated)
-    a_pos, a_source = vector_source(store, lin, model, "audio", clips.column("audio_id").to_pylist(), "clips")
+    a_pos, a_source = vector_source(store, lin, model, "audio", clips.column("audio_id"), "clips")
     if len(a_pos) == 0:
         raise ParameterError(f"no selected clip has a vector from {model.model_id!r}; run `curator embed` first")
-    audio_ids = clips.column("audio_id").take(pa.array(a_pos, pa.int64())).to_pylist()
+    audio_ids = clips.column("audio_id").take(pa.array(a_pos, pa.int64())).combine_chunks()  # Arrow: millions
     params = opts.params()
     if opts.classifier:
-        labels, conf, margin, ent = _from_classifier(opts.classifier, store, audio_ids, classes)
+        labels, conf, margin, ent = _from_classifier(opts.classifier, store, audio_ids.to_pylist(), classes)
         lin.add(f"classifier:{Path(opts.classifier).resolve()}")
         parent = checkpoint_trained_on(opts.classifier)
         if parent:

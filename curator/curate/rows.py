@@ -101,20 +101,24 @@ def select_clips(store: Store, lin: Lineage, where: str | None, what: str, allow
     return meta.sort_by([("audio_id", "ascending")])
 
 
-def vector_source(store: Store, lin: Lineage, model, modality: str, ids: list[str],
+def vector_source(store: Store, lin: Lineage, model, modality: str, ids,
                   what: str) -> tuple[np.ndarray, VectorBlocks]:
-    """Vectors of `ids` (in that order) from one model, left in the store: (positions in ids that
-    have a vector, their `VectorBlocks`). Items never embedded are skipped and counted in the
-    build's stats."""
+    """Vectors of `ids` (a list or an Arrow string array, in that order) from one model, left in the
+    store: (positions in ids that have a vector, their `VectorBlocks`). Items never embedded are
+    skipped and counted in the build's stats."""
     table = model.table(modality)
     if not store.has(table):
         raise ModelError(f"model {model.model_id!r} has no {modality} embeddings ({table}); "
                          f"run `curator embed {modality} --model {model.model_id}` first")
-    got = open_vectors(store, model.model_id, modality, ids=list(ids))
+    # Pools run to millions of clips: their ids stay one Arrow array (no Python strings, no dict).
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    elif not isinstance(ids, pa.Array):
+        ids = pa.array(list(ids), pa.string())
+    got = open_vectors(store, model.model_id, modality, ids=ids)
     lin.add(got.ref)
     check_model(got, model)
-    # Arrow hash join instead of a Python dict: pools run to millions of clips.
-    where = pc.index_in(pa.array(list(ids), pa.string()), value_set=got.ids)
+    where = pc.index_in(ids, value_set=got.ids)
     found = where.is_valid().to_numpy(zero_copy_only=False)
     pos = np.flatnonzero(found).astype(np.int64)
     rows = where.filter(where.is_valid()).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -124,7 +128,7 @@ def vector_source(store: Store, lin: Lineage, model, modality: str, ids: list[st
     return pos, got.reorder(rows)
 
 
-def vectors(store: Store, lin: Lineage, model, modality: str, ids: list[str],
+def vectors(store: Store, lin: Lineage, model, modality: str, ids,
             what: str) -> tuple[np.ndarray, np.ndarray]:
     """`vector_source`, read into memory: (positions in ids that have a vector, vectors)."""
     pos, src = vector_source(store, lin, model, modality, ids, what)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curator.curate.balance import BalanceOptions, balance_rows
 from curator.curate.catalog import check_set_model, set_input
@@ -84,7 +85,8 @@ def _filter_pairs(ti, ai, score, text_ids, audio_ids, decisions: Decisions | Non
     if decisions is None or not decisions.rejected or len(ti) == 0:
         return ti, ai, score
     rejected = decisions.rejected
-    keep = np.fromiter(((text_ids[t], audio_ids[a]) not in rejected for t, a in zip(ti, ai)), bool, len(ti))
+    pair_audio = audio_ids.take(pa.array(ai, pa.int64())).to_pylist()
+    keep = np.fromiter(((text_ids[t], a) not in rejected for t, a in zip(ti, pair_audio)), bool, len(ti))
     lin.stats["rejected_dropped"] = int((~keep).sum())
     return ti[keep], ai[keep], score[keep]
 
@@ -95,8 +97,10 @@ def _accepted_extra(ti, ai, text_ids, audio_ids, tv, av, decisions: Decisions | 
     if decisions is None or not keep or not decisions.accepted:
         return empty
     t_index = {t: i for i, t in enumerate(text_ids)}
-    a_index = {a: i for i, a in enumerate(audio_ids)}
-    have = set(zip((text_ids[t] for t in ti), (audio_ids[a] for a in ai)))
+    accepted_audio = sorted({p[1] for p in decisions.accepted})
+    found = pc.index_in(pa.array(accepted_audio, pa.string()), value_set=audio_ids).to_pylist()
+    a_index = {a: i for a, i in zip(accepted_audio, found) if i is not None}  # only the accepted clips
+    have = set(zip((text_ids[t] for t in ti), audio_ids.take(pa.array(ai, pa.int64())).to_pylist()))
     pairs = sorted(p for p in decisions.accepted if p not in have and p[0] in t_index and p[1] in a_index)
     lin.stats["accepted_added"] = len(pairs)
     lin.stats["accepted_outside_inputs"] = sum(1 for p in decisions.accepted
@@ -116,7 +120,7 @@ def _cross(captions: pa.Table, cap_vecs: np.ndarray, labels, pool: pa.Table, poo
     from curator.match.stream import match_stream
 
     text_ids = captions.column("text_id").to_pylist()
-    audio_ids = pool.column("audio_id").take(pa.array(pool_pos, pa.int64())).to_pylist()
+    audio_ids = pool.column("audio_id").take(pa.array(pool_pos, pa.int64())).combine_chunks()  # Arrow: millions
     if isinstance(pool_vecs, VectorBlocks):
         chunks = match_stream(cap_vecs, pool_vecs, opts.threshold, top_k=opts.top_k, per=opts.per,
                               device=opts.device, max_memory=opts.max_memory)
@@ -143,7 +147,7 @@ def _pool(store: Store, lin: Lineage, model, pool_where: str, allow_contaminated
           max_memory: int | None = None):
     """The pool's clips and their vectors: in memory, or left in the store past `max_memory` bytes."""
     pool = select_clips(store, lin, pool_where, "--pool-where", allow_contaminated)
-    pos, vecs = vector_source(store, lin, model, "audio", pool.column("audio_id").to_pylist(), "pool_clips")
+    pos, vecs = vector_source(store, lin, model, "audio", pool.column("audio_id"), "pool_clips")
     if max_memory is None or vecs.nbytes <= max_memory:
         vecs = vecs.read()
     if len(pos) == 0:

@@ -33,7 +33,7 @@ from schemas.tables import CANDIDATES, RUNS
 
 METHODS = ("exact", "ann", "sql")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-WRITE_ROWS = 2_000_000  # rows per append: few Lance fragments, bounded memory
+WRITE_ROWS = 500_000  # rows per append: few Lance fragments, and a 1 M-pair run holds half its pairs
 
 
 @dataclass

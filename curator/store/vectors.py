@@ -33,7 +33,7 @@ ID_COLUMN = {"audio": "audio_id", "text": "text_id"}
 BATCH_BYTES = 8 << 20
 # Lance decodes batches ahead of the reader; while a streamed block is being scored that read-ahead
 # would fill up (16 batches by default, 4 GB of 256 MB batches in a 2 GB --max-memory run), so keep it short.
-READAHEAD = {"batch_readahead": 2, "fragment_readahead": 1}
+READAHEAD = {"batch_readahead": 2, "fragment_readahead": 1, "io_buffer_size": 128 << 20}
 
 
 @dataclass
