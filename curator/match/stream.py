@@ -44,6 +44,8 @@ from curator.match.params import check_params, default_max_memory
 from curator.store.vectors import VectorBlocks
 from schemas.errors import MixedModelsError, ParameterError
 
+FETCH_ROWS = 32_768  # most clip vectors fetched back at once for canonical re-scoring (128 MB at 1024-d)
+
 
 def block_rows(max_memory: int, dim: int, col_block: int, low: bool = False) -> int:
     """Clip rows per streamed block: what `max_memory` holds (fp32, plus a bf16 copy in low
@@ -56,15 +58,26 @@ def block_rows(max_memory: int, dim: int, col_block: int, low: bool = False) -> 
 class _Canonical:
     """Canonical (float64) scores of (caption, clip) pairs, clip vectors fetched back from the store."""
 
-    def __init__(self, rows: torch.Tensor, pool: VectorBlocks):
-        self.rows, self.pool = rows, pool
+    def __init__(self, rows: torch.Tensor, pool: VectorBlocks, fetch_rows: int = FETCH_ROWS):
+        self.rows, self.pool, self.fetch = rows, pool, max(1, fetch_rows)
 
     def canonical(self, ri: np.ndarray, ci: np.ndarray) -> np.ndarray:
+        """Scores of pairs (ri, ci), fetching their clips `fetch` at a time: the 924 k pairs of a
+        2 M-clip run touch ~1 GB of distinct clip vectors, which must not be held at once."""
+        out = np.empty(len(ri), np.float64)
         if len(ri) == 0:
-            return np.empty(0, np.float64)
+            return out
         uniq, inv = np.unique(ci, return_inverse=True)
-        cols = torch.from_numpy(self.pool.take(uniq)).to(self.rows.device)
-        return pairwise(self.rows, cols, ri, inv.astype(np.int64))
+        by_clip = np.argsort(inv, kind="stable")
+        bounds = np.searchsorted(inv[by_clip], np.arange(0, len(uniq) + self.fetch, self.fetch))
+        for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if lo == hi:
+                continue
+            first = j * self.fetch
+            sel = by_clip[lo:hi]
+            cols = torch.from_numpy(self.pool.take(uniq[first:first + self.fetch])).to(self.rows.device)
+            out[sel] = pairwise(self.rows, cols, ri[sel], (inv[sel] - first).astype(np.int64))
+        return out
 
 
 def _check(text_vecs: np.ndarray, pool: VectorBlocks) -> None:
@@ -127,7 +140,7 @@ def match_stream(text_vecs: np.ndarray, pool: VectorBlocks, threshold: float, to
 def _groups(base, pool, rows, t, k, rule, max_pairs, progress):
     n, g0, size = base.n_rows, 0, base.n_rows
     n_blocks = -(-len(pool) // rows)
-    canon = _Canonical(base.rows, pool)
+    canon = _Canonical(base.rows, pool, min(FETCH_ROWS, rows))  # within the block's memory
     while g0 < n:
         g1 = min(g0 + size, n)
         acc, held = [], 0
