@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 from curator.embed.pending import SOURCE, done_ids
 from curator.embed.writer import ensure_table, insert_vectors, table_schema, vectors_table
 from curator.models.registry import ModelRecord, get_model
-from curator.store.store import Store, is_in, now
+from curator.store.keys import is_in
+from curator.store.store import Store, now
 from curator.store.vectors import ID_COLUMN
 from schemas.errors import MixedModelsError, ModelError, ParameterError, StoreError
 from schemas.tables import IMPORTS

@@ -21,7 +21,8 @@ import pyarrow as pa
 import soundfile as sf
 
 from curator.ingest.sources import ClipSpec
-from curator.store.store import Store, is_in, now
+from curator.store.keys import is_in
+from curator.store.store import Store, now
 from schemas.errors import CuratorError
 from schemas.ids import audio_id as make_audio_id
 from schemas.tables import AUDIO

@@ -26,10 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from curator.store.keys import absent, first_per_key
 from curator.store.locks import FileLocks
 from curator.store.marker import MARKER, check_format, read_marker, write_marker
 from schemas import reading
@@ -260,11 +259,11 @@ class Store:
         data = conform(data, schema, name)
         if data.num_rows == 0:
             return 0
-        data = _dedupe(data, key)
+        data = first_per_key(data, key)
         self.check_writable(name)
         with self.lock(name):
             table = self.table(name, schema)
-            new_rows = _absent(data, self.read(name, columns=list(key)), key)
+            new_rows = absent(data, self.read(name, columns=list(key)), key)
             crash_point("writing rows")
             if update and new_rows.num_rows < data.num_rows:
                 _commit(lambda: table.merge_insert(list(key)).when_matched_update_all()
@@ -362,40 +361,3 @@ def storage_version(schema: pa.Schema) -> str | None:
     default (None); see docs/DECISIONS.md."""
     vectors = any(pa.types.is_fixed_size_list(f.type) and pa.types.is_float32(f.type.value_type) for f in schema)
     return "legacy" if vectors and not any(f.nullable for f in schema) else None
-
-
-# Key checks stay in Arrow: a Python set of the table's keys, rebuilt for every write, made importing
-# 2 M vectors in 16 k-row commits quadratic (363 s, against 37 s for 500 k).
-
-def is_in(values, among) -> pa.BooleanArray:
-    """Which of `values` occur in `among` (`pc.is_in`), hashing the smaller side: a write's keys
-    checked against a table's millions cost a probe of the millions, not a hash table of them."""
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    if len(among) <= len(values):
-        return pc.is_in(values, value_set=among.combine_chunks() if isinstance(among, pa.ChunkedArray) else among)
-    present = among.filter(pc.is_in(among, value_set=values))
-    present = present.combine_chunks() if isinstance(present, pa.ChunkedArray) else present
-    return pc.is_in(values, value_set=present)
-
-
-def _with_row_numbers(data: pa.Table, key: tuple[str, ...]) -> pa.Table:
-    return data.select(list(key)).append_column("__row", pa.array(np.arange(data.num_rows, dtype=np.int64)))
-
-
-def _dedupe(data: pa.Table, key: tuple[str, ...]) -> pa.Table:
-    """The first row of each key, in the incoming order."""
-    first = _with_row_numbers(data, key).group_by(list(key), use_threads=False).aggregate([("__row", "min")])
-    if first.num_rows == data.num_rows:
-        return data
-    return data.take(pa.array(np.sort(first.column("__row_min").to_numpy())))
-
-
-def _absent(data: pa.Table, existing: pa.Table, key: tuple[str, ...]) -> pa.Table:
-    """The rows of `data` whose key is not among `existing`'s keys, in order."""
-    if existing.num_rows == 0:
-        return data
-    if len(key) == 1:
-        return data.filter(pc.invert(is_in(data.column(key[0]), existing.column(0))))
-    kept = _with_row_numbers(data, key).join(existing.select(list(key)), keys=list(key), join_type="left anti",
-                                             use_threads=False)
-    return data.take(pa.array(np.sort(kept.column("__row").to_numpy())))
